@@ -1,0 +1,83 @@
+"""Patch tokenizer for any number of spatial dims, and the Mamba-GINR encoder:
+patch tokens + Fourier encoding of patch centres -> interleaved LPs -> BiMamba stack -> LP latents."""
+import math
+
+import torch
+from torch import nn
+
+from ginr_common.fourier import FourierFeatures, make_grid
+from ginr_common.mamba import BiMambaStack
+from ginr_common.tokens import ImplicitSequentialBias
+
+
+def _as_tuple(x, n, name):
+    t = (x,) * n if isinstance(x, int) else tuple(x)
+    if len(t) != n or any(int(v) < 1 for v in t):
+        raise ValueError(f"{name} must be a positive int or {n} positive ints, got {x}")
+    return t
+
+
+class PatchTokenizer(nn.Module):
+    """(B, C, *S) -> tokens (B, N, C * prod(p)) and patch-centre coordinates (N, d) in [0, 1]
+    (pixel-centre convention, axis order). ``forward`` embeds tokens to ``dim`` and adds a
+    projection of a fixed Fourier encoding of the patch centres, kept as a buffer."""
+
+    def __init__(self, input_size, patch_size, in_channels, dim, n_freqs=8):
+        super().__init__()
+        nd = len(input_size) if not isinstance(input_size, int) else 2
+        self.input_size = _as_tuple(input_size, nd, "input_size")
+        self.patch_size = _as_tuple(patch_size, nd, "patch_size")
+        bad = [(s, p) for s, p in zip(self.input_size, self.patch_size) if s % p]
+        if bad:
+            raise ValueError(f"input size {self.input_size} is not divisible by patch size {self.patch_size}")
+        self.in_channels, self.dim = in_channels, dim
+        self.grid = tuple(s // p for s, p in zip(self.input_size, self.patch_size))
+        self.num_patches = math.prod(self.grid)
+        self.patch_dim = in_channels * math.prod(self.patch_size)
+        self.register_buffer("centres", make_grid(self.grid))
+        ff = FourierFeatures(nd, n_freqs)
+        self.register_buffer("pos_enc", ff(self.centres))
+        self.embed = nn.Linear(self.patch_dim, dim)
+        self.pos_proj = nn.Linear(ff.out_dim, dim)
+
+    def patchify(self, x):
+        """(B, C, *S) -> (B, N, C * prod(p)); channel-major within a patch, patches in raster order."""
+        nd = len(self.input_size)
+        if x.dim() != nd + 2 or tuple(x.shape[1:]) != (self.in_channels, *self.input_size):
+            raise ValueError(f"expected input (B, {self.in_channels}, {', '.join(map(str, self.input_size))}), "
+                             f"got {tuple(x.shape)}")
+        B = x.shape[0]
+        shape = [B, self.in_channels]
+        for g, p in zip(self.grid, self.patch_size):
+            shape += [g, p]
+        x = x.reshape(shape)
+        # axes: 0 B, 1 C, then (grid_i, patch_i) pairs at 2 + 2i, 3 + 2i
+        order = [0] + [2 + 2 * i for i in range(nd)] + [1] + [3 + 2 * i for i in range(nd)]
+        return x.permute(order).reshape(B, self.num_patches, self.patch_dim)
+
+    def forward(self, x):
+        return self.embed(self.patchify(x)) + self.pos_proj(self.pos_enc.to(x.dtype))
+
+
+class MambaEncoder(nn.Module):
+    """Images (B, C, H, W) or volumes (B, C, D, H, W) -> LP latents (B, num_lp, dim)."""
+
+    def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, dim=256, depth=6, num_lp=64,
+                 lp_type="equidistant", n_group=2, lp_init="sinusoidal", n_freqs=8, combine="mean",
+                 d_state=16, d_conv=4, expand=2, scan_backend="auto"):
+        super().__init__()
+        self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim, n_freqs)
+        self.lp = ImplicitSequentialBias(num_lp, dim, self.tokenizer.num_patches, lp_type, n_group, lp_init)
+        self.stack = BiMambaStack(dim, depth, combine=combine, d_state=d_state, d_conv=d_conv,
+                                  expand=expand, scan_backend=scan_backend)
+
+    def forward(self, x):
+        return self.lp.extract_lp_tokens(self.stack(self.lp.add_lp(self.tokenizer(x))))
+
+    @property
+    def lp_coords(self):
+        """The coordinate each LP stands for: the centre of the nearest patch token in the
+        interleaved sequence (N, d) -> (M, d). Used by locality-biased decoders."""
+        tok = self.lp.token_indices.float()
+        nearest = (self.lp.lp_indices.float()[:, None] - tok[None]).abs().argmin(dim=1)
+        return self.tokenizer.centres[nearest]

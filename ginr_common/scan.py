@@ -1,0 +1,275 @@
+"""Selective scan with the signature and semantics of mamba-ssm's ``selective_scan_fn``.
+
+    selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, *, backend="auto")
+
+u, delta, z: (batch, dim, L); A: (dim, N) real; B, C: (batch, N, L) or grouped (batch, G, N, L)
+with dim divisible by G; D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype, plus the
+last state (batch, dim, N) in float32 (float64 for float64 inputs) when asked.
+
+Backends
+- ``"reference"``: a plain sequential loop in the input precision (float64-capable): the oracle.
+- ``"numba"``: the fast CPU path (chunked forward with state checkpoints, hand-written reverse
+  scan for backward); the default on CPU.
+- ``"torch"``: the same chunked algorithm in plain PyTorch ops; runs on any device.
+- ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel (``pip install 'ginr-common[cuda]'``).
+- ``"auto"``: CUDA tensors -> mamba_ssm if installed, else torch; CPU -> numba.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import repeat
+
+BACKENDS = ("auto", "reference", "numba", "torch", "mamba_ssm")
+CHUNK = 64  # steps between forward state checkpoints
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested scan backend cannot run here; the message says how to install it."""
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
+    if u.dim() != 3:
+        raise ValueError(f"u must be (batch, dim, L), got shape {tuple(u.shape)}")
+    b, d, L = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != d or A.is_complex():
+        raise ValueError(f"A must be real (dim={d}, N), got {tuple(A.shape)} {A.dtype}")
+    N = A.shape[1]
+    for name, X in (("B", B), ("C", C)):
+        if X.dim() == 3:
+            ok = X.shape == (b, N, L)
+        elif X.dim() == 4:
+            ok = X.shape[0] == b and X.shape[2:] == (N, L) and X.shape[1] >= 1 and d % X.shape[1] == 0
+        else:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be input-dependent, (batch={b}, N={N}, L={L}) or "
+                             f"(batch, G, N, L) with G dividing dim={d}; got {tuple(X.shape)}")
+    for name, X in (("D", D), ("delta_bias", delta_bias)):
+        if X is not None and X.shape != (d,):
+            raise ValueError(f"{name} must be (dim={d},), got {tuple(X.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+
+
+# ----------------------------------------------------------------------------- reference
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False):
+    """Sequential loop in float32 (float64 when u is float64): the test oracle."""
+    dtype_in = u.dtype
+    wt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C = (x.to(wt) for x in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(wt)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    dim = u.shape[1]
+    if B.dim() == 3:
+        B = B.unsqueeze(1)
+    if C.dim() == 3:
+        C = C.unsqueeze(1)
+    B = repeat(B, "b g n l -> b (g h) l n", h=dim // B.shape[1])
+    C = repeat(C, "b g n l -> b (g h) l n", h=dim // C.shape[1])
+    deltaA = torch.exp(delta[..., None] * A[:, None])                      # (b, d, L, N)
+    deltaB_u = (delta * u)[..., None] * B
+    h = u.new_zeros(u.shape[0], dim, A.shape[1])
+    ys = []
+    for dA_t, dBu_t, C_t in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2)):
+        h = dA_t * h + dBu_t
+        ys.append((h * C_t).sum(-1))
+    out = torch.stack(ys, dim=2)
+    if D is not None:
+        out = out + u * D.to(wt)[:, None]
+    if z is not None:
+        out = out * F.silu(z.to(wt))
+    out = out.to(dtype_in)
+    return (out, h) if return_last_state else out
+
+
+# ----------------------------------------------------------------------------- torch kernels
+def _torch_forward(u, delta, A, B, C, T):
+    """Chunked forward in torch ops. B, C: (b, G, N, L). Returns y (b, d, L), hs (b, d, K+1, N)."""
+    b, d, L = u.shape
+    G, N = B.shape[1], A.shape[1]
+    K = math.ceil(L / T)
+    hs = u.new_empty(b, d, K + 1, N)
+    y = torch.empty_like(u)
+    h = u.new_zeros(b, G, d // G, N)
+    Ag = A.view(G, d // G, N)
+    for k in range(K):
+        hs[:, :, k] = h.view(b, d, N)
+        t0, t1 = k * T, min(L, (k + 1) * T)
+        dA = torch.exp(delta[:, :, t0:t1, None].view(b, G, d // G, -1, 1) * Ag[:, :, None])
+        du = (delta[:, :, t0:t1] * u[:, :, t0:t1]).view(b, G, d // G, -1)
+        for i, t in enumerate(range(t0, t1)):
+            h = dA[:, :, :, i] * h + du[..., i, None] * B[:, :, None, :, t]
+            y[:, :, t] = (h * C[:, :, None, :, t]).sum(-1).view(b, d)
+    hs[:, :, K] = h.view(b, d, N)
+    return y, hs
+
+
+def _torch_backward(u, delta, A, B, C, hs, dy, dlast, T):
+    b, d, L = u.shape
+    G, N = B.shape[1], A.shape[1]
+    hpg = d // G
+    K = hs.shape[2] - 1
+    Ag = A.view(G, hpg, N)
+    v = lambda x: x.view(b, G, hpg, *x.shape[2:])  # noqa: E731  (b, d, ...) -> (b, G, hpg, ...)
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dA = torch.zeros_like(A).view(G, hpg, N)
+    dB, dC = torch.zeros_like(B), torch.zeros_like(C)
+    g = v(dlast).clone()
+    for k in range(K - 1, -1, -1):
+        t0, t1 = k * T, min(L, (k + 1) * T)
+        dl, uu, dyc = v(delta[:, :, t0:t1]), v(u[:, :, t0:t1]), v(dy[:, :, t0:t1])
+        dAc = torch.exp(dl[..., None] * Ag[:, :, None])                     # (b,G,h,m,N)
+        Bc, Cc = B[..., t0:t1].transpose(-1, -2), C[..., t0:t1].transpose(-1, -2)  # (b,G,m,N)
+        hprev = [v(hs[:, :, k])]
+        for i in range(t1 - t0):
+            hprev.append(dAc[:, :, :, i] * hprev[-1] + (dl[..., i] * uu[..., i])[..., None] * Bc[:, :, None, i])
+        hc = torch.stack(hprev, dim=3)                                     # (b,G,h,m+1,N)
+        gs = []
+        for i in range(t1 - t0 - 1, -1, -1):
+            g = g + Cc[:, :, None, i] * dyc[..., i, None]
+            gs.append(g)
+            g = g * dAc[:, :, :, i]
+        gc = torch.stack(gs[::-1], dim=3)                                  # (b,G,h,m,N)
+        dC[..., t0:t1] = torch.einsum("bghm,bghmn->bgnm", dyc, hc[:, :, :, 1:])
+        dB[..., t0:t1] = torch.einsum("bghmn,bghm->bgnm", gc, dl * uu)
+        sB = torch.einsum("bghmn,bgmn->bghm", gc, Bc)
+        x = gc * hc[:, :, :, :-1] * dAc
+        du[:, :, t0:t1] = (dl * sB).reshape(b, d, -1)
+        ddelta[:, :, t0:t1] = (uu * sB + (x * Ag[:, :, None]).sum(-1)).reshape(b, d, -1)
+        dA += torch.einsum("bghmn,bghm->ghn", x, dl)
+    return du, ddelta, dA.view(d, N), dB, dC
+
+
+# ----------------------------------------------------------------------------- numba kernels
+def _numba_forward(u, delta, A, B, C, T):
+    from ginr_common import _scan_numba
+
+    b, d, L = u.shape
+    fwd, _ = _scan_numba.kernels(u.numpy().dtype)
+    y = torch.empty_like(u)
+    hs = u.new_empty(b, d, math.ceil(L / T) + 1, A.shape[1])
+    Bt, Ct = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+    fwd(u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), T, y.numpy(), hs.numpy())
+    return y, hs
+
+
+def _numba_backward(u, delta, A, B, C, hs, dy, dlast, T):
+    from numba import get_num_threads
+
+    from ginr_common import _scan_numba
+
+    b, d, L = u.shape
+    G, N = B.shape[1], A.shape[1]
+    _, bwd = _scan_numba.kernels(u.numpy().dtype)
+    S = max(1, min(d // G, -(-2 * get_num_threads() // (b * G))))  # enough work items per thread
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dA_bd = u.new_empty(b, d, N)
+    dB_s = u.new_zeros(S, b, G, L, N)
+    dC_s = u.new_zeros(S, b, G, L, N)
+    Bt, Ct = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+    bwd(u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), hs.numpy(), dy.numpy(),
+        dlast.numpy(), T, S, du.numpy(), ddelta.numpy(), dA_bd.numpy(), dB_s.numpy(), dC_s.numpy())
+    dB = dB_s.sum(0).transpose(-1, -2)
+    dC = dC_s.sum(0).transpose(-1, -2)
+    return du, ddelta, dA_bd.sum(0), dB, dC
+
+
+_IMPLS = {"torch": (_torch_forward, _torch_backward), "numba": (_numba_forward, _numba_backward)}
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """y_t = <C_t, h_t>, h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t; returns (y, last_state)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, impl):
+        fwd, _ = _IMPLS[impl]
+        y, hs = fwd(u, delta, A, B, C, CHUNK)
+        ctx.save_for_backward(u, delta, A, B, C, hs)
+        ctx.impl = impl
+        return y, hs[:, :, -1].clone()
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, delta, A, B, C, hs = ctx.saved_tensors
+        _, bwd = _IMPLS[ctx.impl]
+        dy = torch.zeros_like(u) if dy is None else dy.contiguous()
+        dlast = hs.new_zeros(hs[:, :, -1].shape) if dlast is None else dlast.contiguous()
+        du, ddelta, dA, dB, dC = bwd(u, delta, A, B, C, hs, dy, dlast, CHUNK)
+        return du, ddelta, dA, dB, dC, None
+
+
+# ----------------------------------------------------------------------------- dispatch
+def mamba_ssm_available() -> bool:
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def resolve_backend(backend: str, device_type: str) -> str:
+    """The concrete backend that ``backend`` means for tensors on ``device_type``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device_type == "cuda":
+            return "mamba_ssm" if mamba_ssm_available() else "torch"
+        return "numba" if device_type == "cpu" and numba_available() else "torch"
+    if backend == "mamba_ssm" and not mamba_ssm_available():
+        raise BackendUnavailableError(
+            "backend='mamba_ssm' needs the mamba-ssm package and a CUDA GPU: "
+            "pip install 'ginr-common[cuda]' (or pip install mamba-ssm). "
+            "backend='torch' runs on any device without it.")
+    if backend == "numba":
+        if not numba_available():
+            raise BackendUnavailableError("backend='numba' needs numba: pip install numba")
+        if device_type != "cpu":
+            raise BackendUnavailableError(
+                f"backend='numba' runs on CPU tensors, got {device_type}; use 'auto' or 'torch'")
+    return backend
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, *, backend="auto"):
+    """Selective scan, drop-in for ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``."""
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    backend = resolve_backend(backend, u.device.type)
+    if backend == "reference":
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if backend == "mamba_ssm":
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    dtype_in = u.dtype
+    wt = torch.float64 if dtype_in == torch.float64 else torch.float32
+    uw = u.to(wt).contiguous()
+    dw = delta.to(wt)
+    if delta_bias is not None:
+        dw = dw + delta_bias.to(wt)[:, None]
+    if delta_softplus:
+        dw = F.softplus(dw)
+    Bw = (B if B.dim() == 4 else B.unsqueeze(1)).to(wt).contiguous()
+    Cw = (C if C.dim() == 4 else C.unsqueeze(1)).to(wt).contiguous()
+    y, last = _ChunkedScan.apply(uw, dw.contiguous(), A.to(wt).contiguous(), Bw, Cw, backend)
+    if D is not None:
+        y = y + uw * D.to(wt)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(wt))
+    y = y.to(dtype_in)
+    return (y, last) if return_last_state else y
+
+
+__all__ = ["selective_scan", "selective_scan_ref", "resolve_backend", "BackendUnavailableError",
+           "BACKENDS", "mamba_ssm_available"]

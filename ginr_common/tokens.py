@@ -1,0 +1,117 @@
+"""Learnable position tokens (LPs): the implicit sequential bias of Mamba-GINR.
+
+M learnable tokens are interleaved into the N input tokens; after the sequence model only the
+LP slots are read out, as the latent (B, M, D). Insertion and extraction use one index list,
+``lp_indices`` (positions of the LPs in the interleaved sequence of length N + M), for every
+placement type:
+- ``equidistant``: LP i at floor(i * (N + M) / M)  -> ``L____L____...`` for N=40, M=10
+- ``middle``: one contiguous block of M slots centred in the sequence
+- ``n_group``: M / n groups of n consecutive LPs, group j starting at floor(j * (N + M) / (M / n))
+"""
+
+import torch
+from torch import nn
+
+LP_TYPES = ("equidistant", "middle", "n_group")
+
+
+def lp_placement(input_len, num_lp, type="equidistant", n_group=2):
+    """Sorted positions of the LPs in the interleaved sequence of length input_len + num_lp."""
+    if num_lp < 1:
+        raise ValueError(f"num_lp must be >= 1, got {num_lp}")
+    if input_len < 0:
+        raise ValueError(f"input_len must be >= 0, got {input_len}")
+    if type not in LP_TYPES:
+        raise ValueError(f"type must be one of {LP_TYPES}, got {type!r}")
+    total = input_len + num_lp
+    if type == "equidistant":
+        return [i * total // num_lp for i in range(num_lp)]
+    if type == "middle":
+        start = (total - num_lp) // 2
+        return list(range(start, start + num_lp))
+    if n_group < 1 or num_lp % n_group:
+        raise ValueError(f"n_group must divide num_lp={num_lp}, got n_group={n_group}")
+    groups = num_lp // n_group
+    return [j * total // groups + k for j in range(groups) for k in range(n_group)]
+
+
+def placement_string(input_len, num_lp, type="equidistant", n_group=2):
+    """'L' for an LP slot, '_' for an input token."""
+    s = ["_"] * (input_len + num_lp)
+    for i in lp_placement(input_len, num_lp, type, n_group):
+        s[i] = "L"
+    return "".join(s)
+
+
+def lp_diversity(lps):
+    """1 - mean pairwise cosine similarity of the LP vectors (M, D) (quick-start's measure)."""
+    x = nn.functional.normalize(lps.detach().float(), dim=-1)
+    return float(1 - (x @ x.t()).mean())
+
+
+def sinusoidal(positions, dim):
+    """Transformer sinusoidal embedding of integer positions -> (len(positions), dim)."""
+    pos = torch.as_tensor(positions, dtype=torch.float32)[:, None]
+    i = torch.arange(0, dim, 2, dtype=torch.float32)
+    ang = pos / 10000 ** (i / dim)
+    emb = torch.zeros(len(pos), dim)
+    emb[:, 0::2] = torch.sin(ang)
+    emb[:, 1::2] = torch.cos(ang)[:, : dim // 2]
+    return emb
+
+
+class ImplicitSequentialBias(nn.Module):
+    """``add_lp`` (B, N, D) -> (B, N+M, D); ``extract_lp_tokens`` (B, N+M, D) -> (B, M, D)."""
+
+    def __init__(self, num_lp, dim, input_len, type="equidistant", n_group=2, init="sinusoidal"):
+        super().__init__()
+        idx = lp_placement(input_len, num_lp, type, n_group)  # validates
+        if init not in ("sinusoidal", "normal"):
+            raise ValueError(f"init must be 'sinusoidal' or 'normal', got {init!r}")
+        self.num_lp, self.dim, self.input_len, self.type, self.n_group = num_lp, dim, input_len, type, n_group
+        lps = sinusoidal(idx, dim) if init == "sinusoidal" else torch.randn(num_lp, dim) * 0.02
+        self.lps = nn.Parameter(lps)
+        total = input_len + num_lp
+        is_lp = torch.zeros(total, dtype=torch.bool)
+        is_lp[idx] = True
+        # perm: position in the interleaved sequence -> row of cat([tokens, lps])
+        perm = torch.empty(total, dtype=torch.long)
+        perm[~is_lp] = torch.arange(input_len)
+        perm[is_lp] = input_len + torch.arange(num_lp)
+        self.register_buffer("lp_indices", torch.tensor(idx, dtype=torch.long), persistent=False)
+        self.register_buffer("token_indices", (~is_lp).nonzero().flatten(), persistent=False)
+        self.register_buffer("perm", perm, persistent=False)
+
+    def add_lp(self, tokens):
+        if tokens.dim() != 3 or tokens.shape[1:] != (self.input_len, self.dim):
+            raise ValueError(f"tokens must be (B, input_len={self.input_len}, dim={self.dim}), "
+                             f"got {tuple(tokens.shape)}")
+        lps = self.lps.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        return torch.cat([tokens, lps], dim=1)[:, self.perm]
+
+    def extract_lp_tokens(self, encoded):
+        total = self.input_len + self.num_lp
+        if encoded.dim() != 3 or encoded.shape[1] != total:
+            raise ValueError(f"encoded must be (B, input_len + num_lp = {total}, D), got {tuple(encoded.shape)}")
+        return encoded[:, self.lp_indices]
+
+    def visualize_placement(self):
+        return placement_string(self.input_len, self.num_lp, self.type, self.n_group)
+
+    def extra_repr(self):
+        return f"num_lp={self.num_lp}, dim={self.dim}, input_len={self.input_len}, type={self.type!r}"
+
+
+class SequentialBiasVisualization:
+    """As in the quick-start: ``visualize_placement(seq_len, num_lp, type)`` where seq_len is the
+    length of the interleaved sequence (LPs included); prints and returns the pattern."""
+
+    @staticmethod
+    def visualize_placement(seq_len, num_lp, type="equidistant", n_group=2):
+        if seq_len < num_lp:
+            raise ValueError(f"seq_len (LPs included) must be >= num_lp={num_lp}, got {seq_len}")
+        s = placement_string(seq_len - num_lp, num_lp, type, n_group)
+        print(s)
+        return s
+
+

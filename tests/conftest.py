@@ -1,0 +1,65 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("GINR_TEST_THREADS", torch.get_num_threads())))
+
+
+@pytest.fixture
+def seed(request):
+    """A fresh, reproducible seed per test (derived from the test id)."""
+    s = abs(hash(request.node.nodeid)) % (2**31)
+    torch.manual_seed(s)
+    return s
+
+
+MAMBA_SSM_VERSION = "2.3.2.post1"
+
+
+@pytest.fixture(scope="session")
+def mamba_ssm_src():
+    """The real mamba-ssm source (its sdist, from the package index): its Python-level reference
+    scan and Mamba module are the compatibility oracle. Cached under .cache/."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(os.environ.get("GINR_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "mamba_ssm_src"
+    pkg = root / f"mamba_ssm-{MAMBA_SSM_VERSION}"
+    if not (pkg / "mamba_ssm").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--no-build-isolation", "-q", "-d", str(root), f"mamba-ssm=={MAMBA_SSM_VERSION}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "MAMBA_SKIP_CUDA_BUILD": "TRUE"})
+        archives = list(root.glob("mamba_ssm-*.tar.gz"))
+        if not archives:
+            pytest.skip(f"mamba-ssm sdist not obtainable from the package index: {r.stderr[-300:]}")
+        with tarfile.open(archives[0]) as tf:
+            tf.extractall(root, filter="data")
+    return pkg
+
+
+@pytest.fixture
+def fake_mamba_ssm(mamba_ssm_src, monkeypatch):
+    """Import mamba_ssm from its source without its CUDA extension: selective_scan_fn is replaced
+    by the package's own Python reference (selective_scan_ref)."""
+    import importlib
+    import importlib.machinery
+    import sys
+    import types
+
+    for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    pkg = types.ModuleType("mamba_ssm")
+    pkg.__path__ = [str(mamba_ssm_src / "mamba_ssm")]
+    pkg.__spec__ = importlib.machinery.ModuleSpec("mamba_ssm", None, is_package=True)
+    monkeypatch.setitem(sys.modules, "mamba_ssm", pkg)
+    monkeypatch.setitem(sys.modules, "selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    iface = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+    simple = importlib.import_module("mamba_ssm.modules.mamba_simple")
+    monkeypatch.setattr(iface, "selective_scan_fn", iface.selective_scan_ref)
+    monkeypatch.setattr(simple, "selective_scan_fn", iface.selective_scan_ref)
+    return types.SimpleNamespace(iface=iface, simple=simple)

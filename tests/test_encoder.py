@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from ginr_common import FourierFeatures, GaussianFourierFeatures, MambaEncoder, PatchTokenizer, make_grid
+
+
+def test_make_grid_pixel_centres():
+    g = make_grid((2, 4))
+    assert g.shape == (8, 2)
+    assert torch.allclose(g[:4, 0], torch.full((4,), 0.25)) and torch.allclose(g[:4, 1], torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert make_grid(3).shape == (3, 1) and make_grid((2, 2, 2)).shape == (8, 3)
+    with pytest.raises(ValueError):
+        make_grid((0, 3))
+
+
+def test_patchify_2d_and_3d_match_explicit_loops(seed):
+    tok = PatchTokenizer((4, 6), 2, 3, dim=8)
+    x = torch.randn(2, 3, 4, 6)
+    p = tok.patchify(x)
+    assert p.shape == (2, 6, 12)
+    assert torch.equal(p[:, 1 * 3 + 2], x[:, :, 2:4, 4:6].reshape(2, -1))  # patch (row 1, col 2)
+    assert torch.allclose(tok.centres[1 * 3 + 2], torch.tensor([0.75, 5 / 6]))
+    tok3 = PatchTokenizer((4, 4, 6), (2, 2, 3), 1, dim=8)
+    v = torch.randn(1, 1, 4, 4, 6)
+    p3 = tok3.patchify(v)
+    assert p3.shape == (1, 8, 12)
+    assert torch.equal(p3[0, 7], v[0, :, 2:4, 2:4, 3:6].reshape(-1))
+
+
+def test_tokenizer_errors():
+    with pytest.raises(ValueError, match=r"\(30, 32\) is not divisible by patch size \(4, 4\)"):
+        PatchTokenizer((30, 32), 4, 3, 8)
+    tok = PatchTokenizer((8, 8), 2, 3, 8)
+    with pytest.raises(ValueError, match=r"expected input \(B, 3, 8, 8\)"):
+        tok(torch.randn(1, 3, 8, 9))
+
+
+@pytest.mark.parametrize("size, patch, ch", [((16, 16), 2, 3), ((8, 8, 8), 2, 1)])
+def test_encoder_2d_and_3d(size, patch, ch, seed):
+    enc = MambaEncoder(size, ch, patch, dim=16, depth=2, num_lp=8, d_state=4)
+    x = torch.rand(2, ch, *size)
+    z = enc(x)
+    assert z.shape == (2, 8, 16)
+    z.square().mean().backward()
+    assert enc.lp.lps.grad is not None and enc.lp.lps.grad.abs().sum() > 0
+    assert enc.tokenizer.embed.weight.grad.abs().sum() > 0
+    assert enc.lp_coords.shape == (8, len(size))
+    # a different image gives a different latent
+    assert not torch.allclose(enc(torch.rand(2, ch, *size)), z)
+
+
+def test_encoder_state_dict_round_trip_keeps_buffers(seed):
+    enc = MambaEncoder((8, 8), 3, 2, dim=16, depth=1, num_lp=4, d_state=4)
+    sd = enc.state_dict()
+    assert "tokenizer.pos_enc" in sd
+    torch.manual_seed(123)
+    enc2 = MambaEncoder((8, 8), 3, 2, dim=16, depth=1, num_lp=4, d_state=4)
+    enc2.load_state_dict(sd)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(enc(x), enc2(x))
+
+
+def test_fourier_features(seed):
+    ff = FourierFeatures(2, 4)
+    c = torch.rand(5, 2)
+    out = ff(c)
+    assert out.shape == (5, ff.out_dim) == (5, 2 + 16)
+    assert torch.allclose(out[:, 2 + 3], torch.sin(torch.pi * 2.0 ** 3 * c[:, 0]), atol=1e-5)
+    g = GaussianFourierFeatures(2, 16, sigma=10.0)
+    assert 7 < g.B.std() < 13  # B ~ N(0, sigma^2): randn * sigma, not randn / sigma
+    x = 2 * torch.pi * c @ g.B.t()
+    assert torch.allclose(g(c), torch.cat([x.sin(), x.cos()], -1))
+    assert "B" in g.state_dict()
+    assert isinstance(GaussianFourierFeatures(2, 4, learnable=True).B, torch.nn.Parameter)
+    with pytest.raises(ValueError, match="end in 2 dims"):
+        ff(torch.rand(3, 3))
