@@ -61,42 +61,64 @@ def sinusoidal(positions, dim):
 
 
 class ImplicitSequentialBias(nn.Module):
-    """``add_lp`` (B, N, D) -> (B, N+M, D); ``extract_lp_tokens`` (B, N+M, D) -> (B, M, D)."""
+    """``add_lp`` (B, N, D) -> (B, N+M, D); ``extract_lp_tokens`` (B, N+M, D) -> (B, M, D).
+    ``input_len=None`` accepts any N (the index list is then made per length)."""
 
     def __init__(self, num_lp, dim, input_len, type="equidistant", n_group=2, init="sinusoidal"):
         super().__init__()
-        idx = lp_placement(input_len, num_lp, type, n_group)  # validates
+        idx = lp_placement(input_len or 0, num_lp, type, n_group)  # validates
         if init not in ("sinusoidal", "normal"):
             raise ValueError(f"init must be 'sinusoidal' or 'normal', got {init!r}")
         self.num_lp, self.dim, self.input_len, self.type, self.n_group = num_lp, dim, input_len, type, n_group
         lps = sinusoidal(idx, dim) if init == "sinusoidal" else torch.randn(num_lp, dim) * 0.02
         self.lps = nn.Parameter(lps)
-        total = input_len + num_lp
-        is_lp = torch.zeros(total, dtype=torch.bool)
-        is_lp[idx] = True
-        # perm: position in the interleaved sequence -> row of cat([tokens, lps])
-        perm = torch.empty(total, dtype=torch.long)
-        perm[~is_lp] = torch.arange(input_len)
-        perm[is_lp] = input_len + torch.arange(num_lp)
-        self.register_buffer("lp_indices", torch.tensor(idx, dtype=torch.long), persistent=False)
-        self.register_buffer("token_indices", (~is_lp).nonzero().flatten(), persistent=False)
-        self.register_buffer("perm", perm, persistent=False)
+        self._index_cache = {}
+
+    def indices(self, input_len):
+        """(lp_indices, token_indices, perm) for an input of ``input_len`` tokens, where perm maps
+        each position of the interleaved sequence to a row of cat([tokens, lps])."""
+        key = (input_len, self.lps.device)
+        if key not in self._index_cache:
+            idx = torch.tensor(lp_placement(input_len, self.num_lp, self.type, self.n_group))
+            is_lp = torch.zeros(input_len + self.num_lp, dtype=torch.bool)
+            is_lp[idx] = True
+            perm = torch.empty(len(is_lp), dtype=torch.long)
+            perm[~is_lp] = torch.arange(input_len)
+            perm[is_lp] = input_len + torch.arange(self.num_lp)
+            dev = self.lps.device
+            self._index_cache[key] = (idx.to(dev), (~is_lp).nonzero().flatten().to(dev), perm.to(dev))
+        return self._index_cache[key]
+
+    @property
+    def lp_indices(self):
+        return self.indices(self.input_len or 0)[0]
+
+    @property
+    def token_indices(self):
+        return self.indices(self.input_len or 0)[1]
+
+    def _check_len(self, n, what):
+        if self.input_len is not None and n != self.input_len:
+            raise ValueError(f"{what} (expected input_len={self.input_len}), got {n}")
 
     def add_lp(self, tokens):
-        if tokens.dim() != 3 or tokens.shape[1:] != (self.input_len, self.dim):
-            raise ValueError(f"tokens must be (B, input_len={self.input_len}, dim={self.dim}), "
-                             f"got {tuple(tokens.shape)}")
+        if tokens.dim() != 3 or tokens.shape[-1] != self.dim:
+            raise ValueError(f"tokens must be (B, N, dim={self.dim}), got {tuple(tokens.shape)}")
+        self._check_len(tokens.shape[1], f"tokens must be (B, input_len={self.input_len}, {self.dim})")
         lps = self.lps.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        return torch.cat([tokens, lps], dim=1)[:, self.perm]
+        return torch.cat([tokens, lps], dim=1)[:, self.indices(tokens.shape[1])[2]]
 
     def extract_lp_tokens(self, encoded):
-        total = self.input_len + self.num_lp
-        if encoded.dim() != 3 or encoded.shape[1] != total:
-            raise ValueError(f"encoded must be (B, input_len + num_lp = {total}, D), got {tuple(encoded.shape)}")
-        return encoded[:, self.lp_indices]
+        if encoded.dim() != 3 or encoded.shape[1] <= self.num_lp:
+            raise ValueError(f"encoded must be (B, N + num_lp, D) with N >= 1, got {tuple(encoded.shape)}")
+        n = encoded.shape[1] - self.num_lp
+        if self.input_len is not None and n != self.input_len:
+            raise ValueError(f"encoded must be (B, input_len + num_lp = {self.input_len + self.num_lp}, D), "
+                             f"got {tuple(encoded.shape)}")
+        return encoded[:, self.indices(n)[0]]
 
-    def visualize_placement(self):
-        return placement_string(self.input_len, self.num_lp, self.type, self.n_group)
+    def visualize_placement(self, input_len=None):
+        return placement_string(input_len or self.input_len or 0, self.num_lp, self.type, self.n_group)
 
     def extra_repr(self):
         return f"num_lp={self.num_lp}, dim={self.dim}, input_len={self.input_len}, type={self.type!r}"
