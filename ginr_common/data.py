@@ -1,0 +1,174 @@
+"""Data: CIFAR-10 through torchvision, and the embedded photo set built from the photographs
+scikit-image ships (the default when CIFAR-10 is absent, and in CI).
+
+Images are float tensors (C, H, W) in [0, 1]. Every split is fixed: the photo set is split by
+photograph, CIFAR-10's training set is split 45k/5k into train/val by a seeded permutation, and
+test is only for the final report.
+"""
+import hashlib
+import pickle
+import tarfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+# Split by photograph: no photograph feeds two splits (the stereo pair is one photograph).
+PHOTO_SPLITS = {
+    "train": ["coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina"],
+    "val": ["chelsea"],
+    "test": ["astronaut", "stereo_motorcycle"],
+}
+TILE, TILE_SCALES, TILE_STRIDE = 32, (2, 4, 8), 24   # 32x32 tiles of the photo downsampled 2x, 4x, 8x
+HR_SIZE, HR_SCALE = 128, 4                            # 128x128 crops at full resolution, LR = 32x32
+PHOTO_VERSION = 1
+
+
+def _photographs(name):
+    """The photograph(s) called ``name`` in skimage.data, as float (3, H, W) tensors."""
+    from skimage import data as skd
+
+    imgs = getattr(skd, name)()
+    imgs = list(imgs[:2]) if name == "stereo_motorcycle" else [imgs]
+    return [torch.from_numpy(im[..., :3].copy()).permute(2, 0, 1).float() / 255 for im in imgs]
+
+
+def _resize(x, size):
+    """Antialiased bicubic resize of (B, C, H, W), clamped to [0, 1]."""
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _tiles(img, size, stride):
+    """All size x size tiles of (C, H, W) at the given stride, (n, C, size, size)."""
+    t = img.unfold(1, size, stride).unfold(2, size, stride)  # C, nh, nw, size, size
+    return t.permute(1, 2, 0, 3, 4).reshape(-1, img.shape[0], size, size)
+
+
+def build_photo_set(names):
+    """32x32 tiles at several scales, and (HR 128x128, LR 32x32) pairs, from the named photos."""
+    tiles, hr = [], []
+    for name in names:
+        for img in _photographs(name):
+            H, W = img.shape[1:]
+            for s in TILE_SCALES:
+                small = _resize(img[None], (H // s, W // s))[0]
+                tiles.append(_tiles(small, TILE, TILE_STRIDE))
+            hr.append(_tiles(img, HR_SIZE, HR_SIZE))
+    hr = torch.cat(hr)
+    lr = _resize(hr, (HR_SIZE // HR_SCALE,) * 2)
+    q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731  stored as 8-bit images
+    return dict(tiles=q(torch.cat(tiles)), hr=q(hr), lr=q(lr))
+
+
+def load_photos(root=DATA_DIR, progress=True):
+    """The embedded photo set, built deterministically on first use and cached under ``root``.
+    Returns {split: {"tiles", "hr", "lr"}} of uint8 tensors."""
+    path = Path(root) / f"photos_v{PHOTO_VERSION}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    if progress:
+        print(f"building the embedded photo set from scikit-image's photographs -> {path}")
+    sets = {split: build_photo_set(names) for split, names in PHOTO_SPLITS.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(sets, tmp)
+    tmp.replace(path)
+    return sets
+
+
+def photo_fingerprint(sets):
+    """sha256 of the photo set's bytes (to check the build is deterministic)."""
+    h = hashlib.sha256()
+    for split in sorted(sets):
+        for k in sorted(sets[split]):
+            h.update(sets[split][k].numpy().tobytes())
+    return h.hexdigest()
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 (N, C, H, W) -> float images in [0, 1]; items are (image, 0)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].float() / 255, 0
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+CIFAR_HELP = ("CIFAR-10 is not in {root} and could not be downloaded ({err}). Download "
+              "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and put it "
+              "(or its extracted folder cifar-10-batches-py/) in {root}.")
+
+
+def _cifar(root, train):
+    import torchvision
+    from torchvision import transforms
+
+    class CIFAR10(torchvision.datasets.CIFAR10):
+        """torchvision's reader without the md5 checks, so any well-formed archive loads."""
+
+        def _check_integrity(self):
+            return all((Path(self.root) / self.base_folder / f).exists()
+                       for f, _ in self.train_list + self.test_list)
+
+        def _load_meta(self):
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return CIFAR10(root, train=train, transform=transforms.ToTensor(), download=False)
+
+
+def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
+    """{"train", "val", "test"} datasets of (image, label); val is carved from the training set."""
+    root = Path(root)
+    folder, archive = root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz"
+    if not folder.exists() and archive.exists():
+        with tarfile.open(archive) as tf:
+            tf.extractall(root, filter="data")
+    if not folder.exists():
+        err = "download disabled"
+        if download:
+            try:
+                import torchvision
+
+                torchvision.datasets.CIFAR10(root, train=True, download=True)
+                err = None
+            except Exception as e:  # no network, blocked host, ...
+                err = f"{type(e).__name__}: {e}"
+        if err is not None:
+            raise FileNotFoundError(CIFAR_HELP.format(root=root, err=err))
+    train_full, test = _cifar(root, True), _cifar(root, False)
+    n = len(train_full)
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size must be in (0, {n}), got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return {"train": Subset(train_full, perm[val_size:]), "val": Subset(train_full, perm[:val_size]),
+            "test": test}
+
+
+def load_dataset(name="photos", root=DATA_DIR):
+    """{"train", "val", "test"} image datasets for ``photos`` or ``cifar10``."""
+    if name == "cifar10":
+        return load_cifar10(root)
+    if name == "photos":
+        sets = load_photos(root)
+        return {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
+    raise ValueError(f"data must be 'photos' or 'cifar10', got {name!r}")
+
+
+def load_sr_pairs(split="test", root=DATA_DIR):
+    """(lr (N, 3, 32, 32), hr (N, 3, 128, 128)) float pairs from the embedded photos."""
+    s = load_photos(root)[split]
+    return s["lr"].float() / 255, s["hr"].float() / 255
+
+
+__all__ = ["load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
+           "ImageTensorDataset"]

@@ -1,0 +1,93 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR, load_checkpoint, save_checkpoint
+from ginr_common.fourier import make_grid
+
+SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, decoder_kwargs=dict(hidden=32, n_freqs=4, heads=2, n_blocks=1))
+
+
+def small_model(**kw):
+    return MambaGINR(GINRConfig(**(SMALL | kw)))
+
+
+def test_grid_convention_is_the_interpolation_convention(seed):
+    img = torch.rand(1, 3, 32, 32)
+    for size in (32, 64, 96):
+        g = make_grid((size, size)).flip(-1) * 2 - 1  # grid_sample wants (x, y) in [-1, 1]
+        sampled = F.grid_sample(img, g.view(1, size, size, 2), mode="bilinear", padding_mode="border",
+                                align_corners=False)
+        interp = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+        assert torch.allclose(sampled, interp, atol=1e-5)
+    assert torch.allclose(F.grid_sample(img, (make_grid((32, 32)).flip(-1) * 2 - 1).view(1, 32, 32, 2),
+                                        align_corners=False), img, atol=1e-6)
+
+
+def test_decode_chunks_and_per_image_coords(seed):
+    m = small_model(query_chunk=100).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        lat = m.encode(x)
+        coords = torch.rand(2, 333, 2)
+        a = m.decode(lat, coords)
+        m.config.query_chunk = 10**6
+        b = m.decode(lat, coords)
+        assert a.shape == (2, 333, 3) and torch.allclose(a, b, atol=1e-6)
+        for i in range(2):  # each image really uses its own coordinates
+            assert torch.allclose(a[i], m.decode(lat[i:i + 1], coords[i])[0], atol=1e-6)
+        r = m.render(x, (32, 32))
+        assert r.shape == (2, 3, 32, 32)
+        assert torch.allclose(r, m(x, make_grid((32, 32))).transpose(1, 2).reshape(2, 3, 32, 32), atol=1e-6)
+        assert m.render(x, 64).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"coords must be \(Q, 2\)"):
+        m.decode(lat, torch.rand(3, 5, 2))
+
+
+def test_simple_mamba_ginr_quickstart(seed):
+    model = SimpleMambaGINR(input_dim=3, hidden_dim=32, output_dim=3, num_lp=8, mamba_depth=1)
+    feats = torch.randn(2, 256, 3)
+    out = model(feats, make_grid((32, 32)).expand(2, -1, -1))
+    assert out.shape == (2, 1024, 3)
+    assert model.tokenize(torch.rand(2, 3, 16, 16)).shape == (2, 256, 3)
+    assert model.lps.shape == (8, 32)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path, seed):
+    m = small_model()
+    p = tmp_path / "m.pt"
+    save_checkpoint(p, m, train_state={"step": 7})
+    m2, ckpt = load_checkpoint(p)
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(m2.render(x, 32), m.render(x, 32)) and ckpt["train_state"]["step"] == 7
+    # truncated
+    (tmp_path / "cut.pt").write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    # not a checkpoint
+    torch.save(m.state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(ValueError, match="not a MAMBA-GINR checkpoint"):
+        load_checkpoint(tmp_path / "sd.pt")
+    # config that does not match the weights
+    bad = torch.load(p, weights_only=True)
+    bad["config"]["dim"] = 24
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not match the stored weights"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_save_is_atomic(tmp_path, monkeypatch, seed):
+    m = small_model()
+    p = tmp_path / "last.pt"
+    save_checkpoint(p, m, train_state={"step": 1})
+
+    def dying_save(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(p, small_model(), train_state={"step": 2})
+    monkeypatch.undo()
+    _, ckpt = load_checkpoint(p)
+    assert ckpt["train_state"]["step"] == 1
