@@ -62,6 +62,17 @@ def _exp_into_overload(x, out, ibuf, m):
     return _exp_fast if x.dtype == types.float32 else _exp_exact
 
 
+@njit(fastmath=True, inline="always", cache=True)
+def _chunk_decays(delta, A, b, d, t0, m, xb, eb, ib):
+    """eb[i*N + n] = exp(delta[b, d, t0 + i] * A[d, n]) for the m steps of a chunk."""
+    N = A.shape[1]
+    for i in range(m):
+        dt = delta[b, d, t0 + i]
+        for n in range(N):
+            xb[i * N + n] = dt * A[d, n]
+    exp_into(xb, eb, ib, m * N)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def forward(u, delta, A, Bt, Ct, T, y, hs):
     nb, nd, L = u.shape
@@ -83,11 +94,7 @@ def forward(u, delta, A, Bt, Ct, T, y, hs):
             m = min(L - t0, T)
             for n in range(N):
                 hs[b, d, k, n] = h[n]
-            for i in range(m):
-                dt = delta[b, d, t0 + i]
-                for n in range(N):
-                    xb[i * N + n] = dt * A[d, n]
-            exp_into(xb, eb, ib, m * N)
+            _chunk_decays(delta, A, b, d, t0, m, xb, eb, ib)
             for i in range(m):
                 t = t0 + i
                 du = delta[b, d, t] * u[b, d, t]
@@ -127,11 +134,7 @@ def backward(u, delta, A, Bt, Ct, hs, dy, dlast, T, S, du, ddelta, dA_bd, dB_s, 
                 t0 = k * T
                 m = min(L - t0, T)
                 # recompute this chunk's decays and states from its checkpoint
-                for i in range(m):
-                    dt = delta[b, d, t0 + i]
-                    for n in range(N):
-                        xb[i * N + n] = dt * A[d, n]
-                exp_into(xb, eb, ib, m * N)
+                _chunk_decays(delta, A, b, d, t0, m, xb, eb, ib)
                 for n in range(N):
                     hb[n] = hs[b, d, k, n]
                 for i in range(m):

@@ -65,11 +65,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     """Sequential loop in float32 (float64 when u is float64): the test oracle."""
     dtype_in = u.dtype
     wt = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (x.to(wt) for x in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(wt)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    u, A, B, C = (x.to(wt) for x in (u, A, B, C))
+    delta = _prepare_delta(delta, delta_bias, delta_softplus, wt)
     dim = u.shape[1]
     if B.dim() == 3:
         B = B.unsqueeze(1)
@@ -84,13 +81,23 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     for dA_t, dBu_t, C_t in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2)):
         h = dA_t * h + dBu_t
         ys.append((h * C_t).sum(-1))
-    out = torch.stack(ys, dim=2)
-    if D is not None:
-        out = out + u * D.to(wt)[:, None]
-    if z is not None:
-        out = out * F.silu(z.to(wt))
-    out = out.to(dtype_in)
+    out = _skip_and_gate(torch.stack(ys, dim=2), u, D, z).to(dtype_in)
     return (out, h) if return_last_state else out
+
+
+def _prepare_delta(delta, delta_bias, delta_softplus, wt):
+    """delta (+ delta_bias), softplus'd if asked, in working precision ``wt``."""
+    delta = delta.to(wt)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(wt)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _skip_and_gate(y, u, D, z):
+    """y + D u, then gated by silu(z): the output stage shared by every backend."""
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    return y if z is None else y * F.silu(z.to(y.dtype))
 
 
 # ----------------------------------------------------------------------------- torch kernels
@@ -255,19 +262,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     dtype_in = u.dtype
     wt = torch.float64 if dtype_in == torch.float64 else torch.float32
     uw = u.to(wt).contiguous()
-    dw = delta.to(wt)
-    if delta_bias is not None:
-        dw = dw + delta_bias.to(wt)[:, None]
-    if delta_softplus:
-        dw = F.softplus(dw)
+    dw = _prepare_delta(delta, delta_bias, delta_softplus, wt).contiguous()
     Bw = (B if B.dim() == 4 else B.unsqueeze(1)).to(wt).contiguous()
     Cw = (C if C.dim() == 4 else C.unsqueeze(1)).to(wt).contiguous()
-    y, last = _ChunkedScan.apply(uw, dw.contiguous(), A.to(wt).contiguous(), Bw, Cw, backend)
-    if D is not None:
-        y = y + uw * D.to(wt)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(wt))
-    y = y.to(dtype_in)
+    y, last = _ChunkedScan.apply(uw, dw, A.to(wt).contiguous(), Bw, Cw, backend)
+    y = _skip_and_gate(y, uw, D, z).to(dtype_in)
     return (y, last) if return_last_state else y
 
 
