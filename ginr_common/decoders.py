@@ -1,6 +1,5 @@
 """Decoders: LP latents (B, M, D) + query coordinates (B, Q, d) -> values (B, Q, C).
 Queries never attend to each other, so memory is linear in the number of queries."""
-import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn

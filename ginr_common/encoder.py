@@ -2,7 +2,6 @@
 patch tokens + Fourier encoding of patch centres -> interleaved LPs -> BiMamba stack -> LP latents."""
 import math
 
-import torch
 from torch import nn
 
 from ginr_common.fourier import FourierFeatures, make_grid
