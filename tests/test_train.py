@@ -77,7 +77,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"at step 1\b"):
         fit(cfg, datasets=poisoned, out=tmp_path, progress=False)
     clean = {"train": [data["train"][i] for i in range(64)], "val": data["val"]}
-    fit(cfg, datasets=clean, out=tmp_path, progress=False, on_step=lambda s: None)
+    fit(cfg, datasets=clean, out=tmp_path, progress=False)
     cfg.steps = 12
     with pytest.raises(FloatingPointError, match=r"at step 9\b"):
         fit(cfg, datasets=poisoned, out=tmp_path, resume=True, progress=False)
