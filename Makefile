@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh clone (each makes .venv and installs what it needs):
-#   make run    the main job: train standard_fourier (cpu profile, ~10 min) on the embedded photos,
-#               then evaluate it (checkpoint, metrics.json, eval.json, sr.png in checkpoints/standard_fourier/)
-#   make test   the test suite (what CI runs through .ci/run)
+#   make run    the main job: execute notebook 1 headlessly with the cpu profile (~10 min training on
+#               the embedded photos): checkpoint, metrics.json, eval.json, sr.png and the executed
+#               notebook in checkpoints/standard_fourier/
+#   make test   the test suite and every notebook under nbval in the smoke profile (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench-scan install clean
+.PHONY: run test bench bench-scan quality notebooks install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +18,25 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m ginr_common.train --config standard_fourier --profile cpu --data photos
-	$(PY) -m ginr_common.evaluate --checkpoint checkpoints/standard_fourier/best.pt
+	GINR_PROFILE=cpu $(PY) -m jupyter nbconvert --to notebook --execute notebooks/01_standard_fourier.ipynb \
+		--ExecutePreprocessor.timeout=-1 --output-dir checkpoints/standard_fourier
+
+test: $(STAMP)
+	GINR_PROFILE=smoke OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q tests --nbval-lax notebooks
 
 bench-scan: $(STAMP)
 	$(PY) benchmarks/scan.py
 
-test: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+bench: bench-scan
+	$(PY) benchmarks/encoder.py
+	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/train_throughput.py
+
+quality: $(STAMP)
+	$(PY) benchmarks/quality.py
+
+notebooks: $(STAMP)
+	$(PY) notebooks/_build.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -10,54 +10,13 @@ process's resident set during the call, sampled every 0.5 ms, relative to one
 skipped and says so. Writes benchmarks/results/scan.md and scan.json.
 """
 import argparse
-import json
 import os
-import platform
 import sys
-import threading
-import time
-from pathlib import Path
 
 import torch
+from _util import RESULTS, measure, track_live_memory, write_results
 
 from ginr_common.scan import selective_scan, selective_scan_ref
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_rise(fn):
-    """Peak rise of this process's resident set while fn() runs, sampled every 0.5 ms."""
-    base = rss_bytes()
-    top = [base]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            top[0] = max(top[0], rss_bytes())
-            time.sleep(0.0005)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    fn()
-    stop.set()
-    th.join()
-    return max(top[0], rss_bytes()) - base
-
-
-def measure(fn, repeats):
-    """(best seconds over `repeats` runs, peak RSS rise in bytes of one more run)."""
-    fn()  # warm-up (numba compiles on first call)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, peak_rss_rise(fn)  # sampled separately: the sampler thread would skew timing
 
 
 def mambapy_scan(u, delta, A, B, C, D):
@@ -138,10 +97,8 @@ def table(rows, b, d, N):
 
 
 def main(argv=None):
-    if argv is None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        # glibc: serve every block >= 64 KiB by mmap and unmap it on free, so RSS tracks live memory
-        os.execve(sys.executable, [sys.executable, *sys.argv],
-                  {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    if argv is None:
+        track_live_memory()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dim", type=int, default=512)
@@ -160,10 +117,7 @@ def main(argv=None):
         print(table([r for r in rows if r["L"] == L], a.batch, a.dim, a.state).split("\n", 3)[-1], flush=True)
     text = table(rows, a.batch, a.dim, a.state)
     print("\n" + text)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out + ".md").write_text(f"`python benchmarks/scan.py {' '.join(argv or sys.argv[1:])}` on "
-                                   f"{platform.machine()}, {time.strftime('%Y-%m-%d')}\n\n{text}\n")
-    Path(a.out + ".json").write_text(json.dumps(rows, indent=1))
+    write_results(a.out, "scan.py", argv or sys.argv[1:], text, rows)
     return rows
 
 

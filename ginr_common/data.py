@@ -24,7 +24,8 @@ PHOTO_SPLITS = {
 }
 TILE, TILE_SCALES, TILE_STRIDE = 32, (2, 4, 8), 24   # 32x32 tiles of the photo downsampled 2x, 4x, 8x
 HR_SIZE, HR_SCALE = 128, 4                            # 128x128 crops at full resolution, LR = 32x32
-PHOTO_VERSION = 1
+HR_TRAIN_STRIDE, HR_TRAIN_SCALES = 64, (1, 2)          # more HR training crops: overlapping, photo at 1x and 1/2x
+PHOTO_VERSION = 2
 
 
 def _photographs(name):
@@ -47,8 +48,10 @@ def _tiles(img, size, stride):
     return t.permute(1, 2, 0, 3, 4).reshape(-1, img.shape[0], size, size)
 
 
-def build_photo_set(names):
-    """32x32 tiles at several scales, and (HR 128x128, LR 32x32) pairs, from the named photos."""
+def build_photo_set(names, train=False):
+    """32x32 tiles at several scales, and (HR 128x128, LR 32x32) pairs, from the named photos.
+    Evaluation splits take non-overlapping HR crops of the full-resolution photo; the training
+    split (``train``) overlapping ones of the photo at full and half resolution."""
     tiles, hr = [], []
     for name in names:
         for img in _photographs(name):
@@ -56,7 +59,9 @@ def build_photo_set(names):
             for s in TILE_SCALES:
                 small = _resize(img[None], (H // s, W // s))[0]
                 tiles.append(_tiles(small, TILE, TILE_STRIDE))
-            hr.append(_tiles(img, HR_SIZE, HR_SIZE))
+            for s in HR_TRAIN_SCALES if train else (1,):
+                src = img if s == 1 else _resize(img[None], (H // s, W // s))[0]
+                hr.append(_tiles(src, HR_SIZE, HR_TRAIN_STRIDE if train else HR_SIZE))
     hr = torch.cat(hr)
     lr = _resize(hr, (HR_SIZE // HR_SCALE,) * 2)
     q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731  stored as 8-bit images
@@ -71,7 +76,7 @@ def load_photos(root=DATA_DIR, progress=True):
         return torch.load(path, weights_only=True)
     if progress:
         print(f"building the embedded photo set from scikit-image's photographs -> {path}")
-    sets = {split: build_photo_set(names) for split, names in PHOTO_SPLITS.items()}
+    sets = {split: build_photo_set(names, train=split == "train") for split, names in PHOTO_SPLITS.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(sets, tmp)
@@ -126,6 +131,11 @@ def _cifar(root, train):
     return CIFAR10(root, train=train, transform=transforms.ToTensor(), download=False)
 
 
+def cifar10_available(root=DATA_DIR):
+    """True when CIFAR-10 (archive or extracted folder) is in ``root``: notebooks then use it."""
+    return (Path(root) / "cifar-10-batches-py").exists() or (Path(root) / "cifar-10-python.tar.gz").exists()
+
+
 def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
     """{"train", "val", "test"} datasets of (image, label); val is carved from the training set."""
     root = Path(root)
@@ -155,13 +165,50 @@ def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
 
 
 def load_dataset(name="photos", root=DATA_DIR):
-    """{"train", "val", "test"} image datasets for ``photos`` or ``cifar10``."""
+    """{"train", "val", "test"} image datasets for ``photos`` or ``cifar10``; photos also give
+    "train_hr" (HR 128x128 training crops) and "val_sr" ((lr, hr) validation pairs) for
+    super-resolution training."""
     if name == "cifar10":
         return load_cifar10(root)
     if name == "photos":
         sets = load_photos(root)
-        return {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
+        out = {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
+        out["train_hr"] = ImageTensorDataset(sets["train"]["hr"])
+        out["val_sr"] = load_sr_pairs("val", root)
+        return out
     raise ValueError(f"data must be 'photos' or 'cifar10', got {name!r}")
+
+
+def augment(images, generator):
+    """Random symmetries of a square batch (B, C, S, S): one of the 8 flips/rotations and one of
+    the C! channel orders per image, drawn from ``generator`` (so a step's batch is reproducible)."""
+    B, C = images.shape[:2]
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"augment expects square images (B, C, S, S), got {tuple(images.shape)}")
+    k = torch.randint(0, 4, (B,), generator=generator).tolist()
+    flip = torch.randint(0, 2, (B,), generator=generator).tolist()
+    perms = [torch.randperm(C, generator=generator) for _ in range(B)]
+    out = [torch.rot90(x, r, (-2, -1)) for x, r in zip(images, k)]
+    out = [x.flip(-1) if f else x for x, f in zip(out, flip)]
+    return torch.stack([x[p] for x, p in zip(out, perms)])
+
+
+def sparse_masks(ids, num_pixels, frac=0.2, seed=42, supervise="disjoint"):
+    """Observed and supervised pixel indices for the images ``ids``: (observed (n, k), supervised
+    (n, k) for ``disjoint`` (a second, disjoint k) or (n, num_pixels - k) for ``rest`` (every
+    unobserved pixel)), k = round(frac * num_pixels), each row sorted. Image i's masks come from a
+    generator seeded with (seed, i): deterministic and specific to the image, whatever the batch."""
+    if supervise not in ("disjoint", "rest"):
+        raise ValueError(f"supervise must be 'disjoint' or 'rest', got {supervise!r}")
+    k = round(frac * num_pixels)
+    if not (0 < k and (2 * k if supervise == "disjoint" else k) < num_pixels):
+        raise ValueError(f"frac={frac} leaves no pixels to observe or supervise among {num_pixels}")
+    obs, sup = [], []
+    for i in ids:
+        perm = torch.randperm(num_pixels, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
+        obs.append(perm[:k].sort().values)
+        sup.append((perm[k:2 * k] if supervise == "disjoint" else perm[k:]).sort().values)
+    return torch.stack(obs), torch.stack(sup)
 
 
 def load_sr_pairs(split="test", root=DATA_DIR):
@@ -170,5 +217,5 @@ def load_sr_pairs(split="test", root=DATA_DIR):
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
+__all__ = ["augment", "cifar10_available", "sparse_masks", "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

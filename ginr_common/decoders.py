@@ -1,22 +1,43 @@
 """Decoders: LP latents (B, M, D) + query coordinates (B, Q, d) -> values (B, Q, C).
-Queries never attend to each other, so memory is linear in the number of queries."""
+
+Queries never attend to each other, so memory is linear in the number of queries. Every decoder
+takes ``lp_coords`` (M, d), the coordinate each LP stands for, used by the optional locality bias.
+"""
+import math
+
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ginr_common.fourier import FourierFeatures
+from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures
+from ginr_common.transformer import TransformerStack  # the optional latent processor of SCENT
 
 
-class ResidualBlock(nn.Module):
-    """x + W2 GELU(W1 LayerNorm(x))."""
+def query_features(coord_dim, features="fourier", n_freqs=16, max_freq=32, sigma=10.0, learnable=False):
+    """Fourier features of the query: ``fourier`` (fixed log-spaced) or ``gaussian`` (random)."""
+    if features == "fourier":
+        return FourierFeatures(coord_dim, n_freqs, max_freq=max_freq)
+    if features == "gaussian":
+        return GaussianFourierFeatures(coord_dim, n_freqs, sigma=sigma, learnable=learnable)
+    raise ValueError(f"features must be 'fourier' or 'gaussian', got {features!r}")
 
-    def __init__(self, dim, hidden=None):
+
+class LocalityBias(nn.Module):
+    """Additive attention bias -w_h * |c_q - p_m|^2 * S^2 from continuous coordinates: query
+    position c_q vs the position p_m each LP stands for, in units of ``grid`` pixels (S), one
+    learnable width w_h >= 0 per head. A function of coordinates only, so the same at every
+    output resolution, and 2-D (any d): no raster distance, no wrap at row ends."""
+
+    def __init__(self, heads, grid=16, init=0.5):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden or dim), nn.GELU(),
-                                 nn.Linear(hidden or dim, dim))
+        self.grid = float(grid)
+        self.log_w = nn.Parameter(torch.full((heads,), math.log(init)))
 
-    def forward(self, x):
-        return x + self.net(x)
+    def forward(self, coords, lp_coords):
+        """coords (B, Q, d), lp_coords (M, d) -> (B, heads, Q, M)."""
+        d2 = ((coords[:, :, None, :] - lp_coords.to(coords.dtype)) * self.grid).pow(2).sum(-1)  # (B, Q, M)
+        return -self.log_w.exp().to(coords.dtype)[None, :, None, None] * d2[:, None]
 
 
 class CrossAttention(nn.Module):
@@ -42,23 +63,99 @@ class CrossAttention(nn.Module):
         return self.out(rearrange(o, "b h q c -> b q (h c)")), None
 
 
-class LAINRDecoder(nn.Module):
-    """Fixed log-spaced Fourier features of the query -> cross-attention to the LP latents
-    (added to the query features) -> ResidualBlock trunk -> linear head."""
+class ResidualBlock(nn.Module):
+    """x + W2 GELU(W1 LayerNorm(x))."""
 
-    def __init__(self, latent_dim, coord_dim=2, out_dim=3, hidden=256, n_freqs=16, heads=2, n_blocks=3):
+    def __init__(self, dim, hidden=None):
         super().__init__()
-        self.ff = FourierFeatures(coord_dim, n_freqs)
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden or dim), nn.GELU(),
+                                 nn.Linear(hidden or dim, dim))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class LAINRDecoder(nn.Module):
+    """Fourier features of the query -> cross-attention to the LP latents (added to the query
+    features) -> ResidualBlock trunk -> linear head.
+
+    ``features="fourier"``: fixed log-spaced frequencies; ``max_freq`` is the top f in sin(pi f c),
+    f = S being the Nyquist rate of an S-pixel grid (the feature flips sign from one pixel centre
+    to the next). Frequencies far above it alias on the training grid and become noise between
+    pixels at larger renders. ``features="gaussian"``: n_freqs random frequencies B ~ N(0, sigma^2)."""
+
+    def __init__(self, latent_dim, coord_dim=2, out_dim=3, hidden=256, n_freqs=16, max_freq=32, heads=2,
+                 n_blocks=3, features="fourier", sigma=10.0, learnable_freqs=False, locality=False, lp_grid=16):
+        super().__init__()
+        self.ff = query_features(coord_dim, features, n_freqs, max_freq, sigma, learnable_freqs)
         self.embed = nn.Linear(self.ff.out_dim, hidden)
         self.attn = CrossAttention(hidden, latent_dim, heads)
+        self.locality = LocalityBias(heads, lp_grid) if locality else None
         self.blocks = nn.Sequential(*[ResidualBlock(hidden, 2 * hidden) for _ in range(n_blocks)])
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
 
-    def forward(self, latents, coords, return_attention=False):
+    def forward(self, latents, coords, lp_coords=None, return_attention=False):
         h = self.embed(self.ff(coords))
-        a, w = self.attn(h, latents, return_weights=return_attention)
+        bias = _bias(self.locality, coords, lp_coords)
+        a, w = self.attn(h, latents, bias=bias, return_weights=return_attention)
         out = self.head(self.blocks(h + a))
         return (out, w) if return_attention else out
 
 
-DECODERS = {"lainr": LAINRDecoder}
+class GEGLU(nn.Module):
+    """Pre-norm GEGLU feed-forward: W2 (GELU(W_g x) * W_v x)."""
+
+    def __init__(self, dim, mult=2):
+        super().__init__()
+        self.norm, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 2 * mult * dim)
+        self.out = nn.Linear(mult * dim, dim)
+
+    def forward(self, x):
+        v, g = self.proj(self.norm(x)).chunk(2, -1)
+        return self.out(v * F.gelu(g))
+
+
+class SCENTDecoder(nn.Module):
+    """SCENT-style decoder: query Fourier features -> n_blocks x [pre-norm cross-attention to the
+    latents with a skip of the query features, then a GEGLU feed-forward], optionally after
+    ``latent_blocks`` self-attention blocks over the latents (M tokens, once per decode). Queries
+    never attend to each other."""
+
+    def __init__(self, latent_dim, coord_dim=2, out_dim=3, hidden=256, n_freqs=64, max_freq=32, heads=4,
+                 n_blocks=2, latent_blocks=0, features="gaussian", sigma=10.0, learnable_freqs=False,
+                 locality=False, lp_grid=16):
+        super().__init__()
+        self.ff = query_features(coord_dim, features, n_freqs, max_freq, sigma, learnable_freqs)
+        self.embed = nn.Linear(self.ff.out_dim, hidden)
+        self.latent_proc = TransformerStack(latent_dim, latent_blocks) if latent_blocks else None
+        self.norm_q = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_blocks))
+        self.norm_kv = nn.ModuleList(nn.LayerNorm(latent_dim) for _ in range(n_blocks))
+        self.attn = nn.ModuleList(CrossAttention(hidden, latent_dim, heads) for _ in range(n_blocks))
+        self.ff_blocks = nn.ModuleList(GEGLU(hidden) for _ in range(n_blocks))
+        self.locality = LocalityBias(heads, lp_grid) if locality else None
+        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
+
+    def forward(self, latents, coords, lp_coords=None, return_attention=False):
+        if self.latent_proc is not None:
+            latents = self.latent_proc(latents)
+        h = self.embed(self.ff(coords))
+        bias = _bias(self.locality, coords, lp_coords)
+        w = None
+        for i, (nq, nkv, attn, ff) in enumerate(zip(self.norm_q, self.norm_kv, self.attn, self.ff_blocks)):
+            a, wi = attn(nq(h), nkv(latents), bias=bias, return_weights=return_attention and i == 0)
+            h = h + a                      # the skip keeps the query's own features
+            h = h + ff(h)
+            w = wi if i == 0 else w
+        out = self.head(h)
+        return (out, w) if return_attention else out
+
+
+def _bias(locality, coords, lp_coords):
+    if locality is None:
+        return None
+    if lp_coords is None:
+        raise ValueError("this decoder has a locality bias: pass lp_coords (M, d), the coordinate of each LP")
+    return locality(coords, lp_coords)
+
+
+DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder}

@@ -6,6 +6,7 @@ from torch import nn
 
 from ginr_common.fourier import FourierFeatures, make_grid
 from ginr_common.mamba import BiMambaStack
+from ginr_common.transformer import TransformerStack
 from ginr_common.tokens import ImplicitSequentialBias
 
 
@@ -34,7 +35,7 @@ class PatchTokenizer(nn.Module):
         self.num_patches = math.prod(self.grid)
         self.patch_dim = in_channels * math.prod(self.patch_size)
         self.register_buffer("centres", make_grid(self.grid))
-        ff = FourierFeatures(nd, n_freqs)
+        ff = FourierFeatures(nd, n_freqs, max_freq=max(self.grid))  # top frequency: the patch grid's Nyquist
         self.register_buffer("pos_enc", ff(self.centres))
         self.embed = nn.Linear(self.patch_dim, dim)
         self.pos_proj = nn.Linear(ff.out_dim, dim)
@@ -63,12 +64,17 @@ class MambaEncoder(nn.Module):
 
     def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, dim=256, depth=6, num_lp=64,
                  lp_type="equidistant", n_group=2, lp_init="sinusoidal", n_freqs=8, combine="mean",
-                 d_state=16, d_conv=4, expand=2, scan_backend="auto"):
+                 d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba"):
         super().__init__()
+        if mixer not in ("bimamba", "transformer"):
+            raise ValueError(f"mixer must be 'bimamba' or 'transformer' (the baseline), got {mixer!r}")
         self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim, n_freqs)
         self.lp = ImplicitSequentialBias(num_lp, dim, self.tokenizer.num_patches, lp_type, n_group, lp_init)
-        self.stack = BiMambaStack(dim, depth, combine=combine, d_state=d_state, d_conv=d_conv,
-                                  expand=expand, scan_backend=scan_backend)
+        if mixer == "transformer":
+            self.stack = TransformerStack(dim, depth)
+        else:
+            self.stack = BiMambaStack(dim, depth, combine=combine, d_state=d_state, d_conv=d_conv,
+                                      expand=expand, scan_backend=scan_backend)
 
     def forward(self, x):
         return self.lp.extract_lp_tokens(self.stack(self.lp.add_lp(self.tokenizer(x))))

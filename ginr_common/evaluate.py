@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from tqdm.auto import tqdm
 
+from ginr_common.fourier import make_grid
+
 
 def psnr(pred, target):
     """Per-image PSNR (B,) in dB of predictions clamped to [0, 1] against targets in [0, 1]."""
@@ -55,48 +57,27 @@ def evaluate_reconstruction(model, dataset, batch_size=64, with_ssim=True, progr
 
 
 @torch.no_grad()
-def evaluate_sr(model, lr, hr, sizes=(64, 128), batch_size=16):
-    """{size: {"model": {psnr, ssim}, "bicubic": {psnr, ssim}}} against the real HR image
-    (resized with antialiasing where size is below its native resolution)."""
+def evaluate_sr(model, lr, hr, sizes=(64, 128), batch_size=16, with_ssim=True):
+    """({size: {"model": {psnr, ssim}, "bicubic": {psnr, ssim}}}, renders) against the real HR
+    image (downsampled with antialiasing for sizes below its native resolution). Sizes above the
+    HR resolution have no ground truth: they are rendered (renders[size] = (bicubic, model, None))
+    but get no numbers; ``hr=None`` (e.g. CIFAR-10) renders every size without numbers."""
     from ginr_common.data import _resize
 
     model.eval()
     dev = next(model.parameters()).device
     res, renders = {}, {}
     for s in sizes:
-        gt = hr if s == hr.shape[-1] else _resize(hr, (s, s))
+        gt = None if hr is None or s > hr.shape[-1] else hr if s == hr.shape[-1] else _resize(hr, (s, s))
         ys = [model.render(lr[i:i + batch_size].to(dev), (s, s)).float().cpu() for i in range(0, len(lr), batch_size)]
         y, b = torch.cat(ys), bicubic(lr, (s, s))
-        res[str(s)] = {name: {"psnr": float(psnr(p, gt).mean()), "ssim": float(ssim(p, gt).mean())}
-                       for name, p in (("model", y), ("bicubic", b))}
         renders[s] = (b, y, gt)
+        if gt is None:
+            continue
+        res[str(s)] = {name: {"psnr": float(psnr(p, gt).mean()),
+                              **({"ssim": float(ssim(p, gt).mean())} if with_ssim else {})}
+                       for name, p in (("model", y), ("bicubic", b))}
     return res, renders
-
-
-def sr_figure(path, lr, renders, n=4, title=""):
-    """Rows: images; columns: input, then bicubic / model / ground truth at each size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = list(renders)
-    cols = 1 + 3 * len(sizes)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
-    show = lambda ax, im, t: (ax.imshow(im.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest"),  # noqa: E731
-                              ax.set_title(t, fontsize=7), ax.axis("off"))
-    for r in range(n):
-        show(axes[r, 0], lr[r], f"input {lr.shape[-1]}")
-        for k, s in enumerate(sizes):
-            b, y, gt = renders[s]
-            show(axes[r, 1 + 3 * k], b[r], f"bicubic {s}\n{float(psnr(b[r:r+1], gt[r:r+1])):.1f} dB")
-            show(axes[r, 2 + 3 * k], y[r], f"model {s}\n{float(psnr(y[r:r+1], gt[r:r+1])):.1f} dB")
-            show(axes[r, 3 + 3 * k], gt[r], f"ground truth {s}")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def evaluate_checkpoint(checkpoint, data="photos", sizes=(64, 128), out=None, progress=True):
@@ -114,7 +95,13 @@ def evaluate_checkpoint(checkpoint, data="photos", sizes=(64, 128), out=None, pr
                                         f"photos' test photographs, input = antialiased 32x32 downsample")
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=1))
-    sr_figure(out / "sr.png", lr, renders, title=f"{model.config.name}: super-resolution on held-out photographs")
+    import matplotlib.pyplot as plt
+
+    from ginr_common.viz import sr_figure
+
+    fig = sr_figure(lr, renders, title=f"{model.config.name}: super-resolution on held-out photographs")
+    fig.savefig(out / "sr.png", dpi=110)
+    plt.close(fig)
     return results
 
 
@@ -133,3 +120,130 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+# ----------------------------------------------------------------------------- sparse fields (flow)
+def interpolate_sparse(obs_coords, obs_values, query_coords, method="linear"):
+    """Scattered-data interpolation (scipy's griddata, per image): ``nearest`` or ``linear``
+    (outside the observations' convex hull, where linear is undefined, nearest fills in)."""
+    from scipy.interpolate import griddata
+
+    if method not in ("nearest", "linear"):
+        raise ValueError(f"method must be 'nearest' or 'linear', got {method!r}")
+    out = []
+    for oc, ov, qc in zip(obs_coords.double().cpu().numpy(), obs_values.double().cpu().numpy(),
+                          query_coords.double().cpu().numpy()):
+        v = griddata(oc, ov, qc, method=method)
+        if method == "linear":
+            hole = np.isnan(v).any(-1)
+            v[hole] = griddata(oc, ov, qc[hole], method="nearest")
+        out.append(torch.from_numpy(v).float())
+    return torch.stack(out).clamp(0, 1)
+
+
+def _sparse_scores(pred, images, unobserved, with_ssim):
+    """pred, images (B, C, H, W); unobserved (B, H*W) bool -> {psnr, psnr_unobserved[, ssim]}."""
+    err = (pred.clamp(0, 1) - images).pow(2).mean(1).flatten(1)                     # (B, H*W)
+    mse_u = (err * unobserved).sum(1) / unobserved.sum(1)
+    out = {"psnr": float(psnr(pred, images).mean()),
+           "psnr_unobserved": float((-10 * torch.log10(mse_u.clamp_min(1e-12))).mean())}
+    if with_ssim:
+        out["ssim"] = float(ssim(pred, images).mean())
+    return out
+
+
+@torch.no_grad()
+def evaluate_sparse(model, images, k=8, steps=50, solver="heun", hold_known=False, seed=0, baselines=False,
+                    with_ssim=False, batch_size=64):
+    """Sparse-field reconstruction of ``images`` (B, C, H, W) at the model's input size from the
+    evaluation masks (``sparse_masks`` seed 42, per image index): the model's first sample, the
+    mean of ``k`` samples, and with ``baselines`` nearest and linear interpolation on the same
+    masks. Each: PSNR on the full image, PSNR on the unobserved pixels only (, SSIM).
+    Returns {method: scores, ...} and the predictions under "images"."""
+    from ginr_common.data import sparse_masks
+
+    model.eval()
+    B, C, H, W = images.shape
+    grid = make_grid((H, W))
+    obs, _ = sparse_masks(range(B), H * W, model.config.observe_frac, seed=42)
+    values = images.flatten(2).transpose(1, 2)
+    take = lambda x, i: x.gather(1, i[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    oc, ov = take(grid.expand(B, -1, -1), obs), take(values, obs)
+    unobserved = torch.ones(B, H * W, dtype=torch.bool).scatter_(1, obs, False)
+    as_img = lambda v: v.transpose(1, 2).reshape(B, C, H, W)  # noqa: E731
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(k):
+        parts = [model.sample(oc[i:i + batch_size], ov[i:i + batch_size], grid.expand(len(oc[i:i + batch_size]), -1, -1),
+                              steps=steps, solver=solver, generator=g, hold_known=hold_known)
+                 for i in range(0, B, batch_size)]
+        samples.append(as_img(torch.cat(parts)))
+    preds = {"model_sample": samples[0]}
+    if k > 1:
+        preds["model_mean"] = torch.stack(samples).mean(0)
+        preds["model_std"] = torch.stack(samples).std(0)
+    if baselines:
+        for m in ("nearest", "linear"):
+            preds[m] = as_img(interpolate_sparse(oc, ov, grid.expand(B, -1, -1), m))
+    res = {name: _sparse_scores(p, images, unobserved, with_ssim) for name, p in preds.items() if name != "model_std"}
+    res["images"] = {**preds, "observed": as_img(values * (~unobserved)[..., None])}
+    return res
+
+
+@torch.no_grad()
+def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=50, seed=0):
+    """Observe 20% of each 32x32 input (evaluation masks), sample at each size and compare with
+    the real HR crop resized to that size; baseline: bicubic upsampling of the linearly
+    interpolated 32x32. {size: {"model_mean": psnr/ssim, "linear+bicubic": ...}}, renders."""
+    from ginr_common.data import _resize, sparse_masks
+
+    model.eval()
+    B, C, h, w = lr.shape
+    obs, _ = sparse_masks(range(B), h * w, model.config.observe_frac, seed=42)
+    take = lambda x, i: x.gather(1, i[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    grid = make_grid((h, w))
+    oc, ov = take(grid.expand(B, -1, -1), obs), take(lr.flatten(2).transpose(1, 2), obs)
+    lin = interpolate_sparse(oc, ov, grid.expand(B, -1, -1), "linear").transpose(1, 2).reshape(B, C, h, w)
+    res, renders = {}, {}
+    for s in sizes:
+        q = make_grid((s, s)).expand(B, -1, -1)
+        g = torch.Generator().manual_seed(seed)   # the same noise field at every size
+        mean, _ = model.posterior(oc, ov, q, k=k, generator=g, steps=steps)
+        y = mean.transpose(1, 2).reshape(B, C, s, s)
+        b = bicubic(lin, (s, s))
+        gt = hr if s == hr.shape[-1] else _resize(hr, (s, s))
+        res[str(s)] = {n: {"psnr": float(psnr(p, gt).mean()), "ssim": float(ssim(p, gt).mean())}
+                       for n, p in (("model_mean", y), ("linear+bicubic", b))}
+        renders[s] = (b, y, gt)
+    return res, renders
+
+
+def evaluate_sparse_checkpoint(checkpoint, data="photos", n_images=128, k=8, steps=50, sizes=(64, 96, 128),
+                               n_hr=16, out=None):
+    """The flow model's full evaluation; writes eval.json beside the checkpoint (or in ``out``):
+    at 32x32 on the first ``n_images`` test images, with and without holding known pixels,
+    against nearest and linear interpolation; zero-shot at ``sizes`` on ``n_hr`` HR test crops.
+    Returns (results, {"sparse": predictions at 32, "zero_shot": renders})."""
+    from ginr_common.data import load_dataset, load_sr_pairs
+    from ginr_common.model import load_checkpoint
+
+    model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    test = load_dataset(data)["test"]
+    images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
+    results = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data,
+               "n_images": len(images), "k": k, "steps": steps, "solver": "heun"}
+    preds = {}
+    for hold in (False, True):
+        r = evaluate_sparse(model, images, k=k, steps=steps, hold_known=hold, baselines=not hold, with_ssim=True)
+        preds[hold] = r.pop("images")
+        results["hold_known" if hold else "free"] = r
+    lr, hr = load_sr_pairs("test")
+    pick = torch.linspace(0, len(lr) - 1, min(n_hr, len(lr))).long()
+    results["zero_shot"], renders = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes, k=max(1, k // 2),
+                                                              steps=steps)
+    results["zero_shot_note"] = (f"{len(pick)} HR test crops; 20% of the 32x32 downsample observed; model: mean of "
+                                 f"{max(1, k // 2)} samples; baseline: bicubic upsampling of the linear interpolation")
+    out = Path(out or Path(checkpoint).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=1))
+    return results, {"sparse": preds[False], "zero_shot": renders, "lr": lr[pick]}

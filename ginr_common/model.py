@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ginr_common.decoders import DECODERS
 from ginr_common.encoder import MambaEncoder
+from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.fourier import make_grid
 from ginr_common.mamba import BiMambaStack
 from ginr_common.tokens import ImplicitSequentialBias
@@ -33,8 +35,10 @@ class GINRConfig:
     d_state: int = 16
     token_freqs: int = 8
     decoder: str = "lainr"
-    decoder_kwargs: dict = field(default_factory=lambda: dict(hidden=512, n_freqs=32, heads=2, n_blocks=3))
+    decoder_kwargs: dict = field(default_factory=lambda: dict(hidden=512, n_freqs=32, max_freq=32, heads=2, n_blocks=3))
     query_chunk: int = 16384
+    mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
+    input_skip: bool = False    # decode a residual over bicubic interpolation of the input (needs images)
 
     def __post_init__(self):
         self.input_size = tuple(self.input_size)
@@ -47,17 +51,21 @@ class MambaGINR(nn.Module):
         super().__init__()
         self.config = c = config
         self.encoder = MambaEncoder(c.input_size, c.in_channels, c.patch_size, c.dim, c.depth, c.num_lp,
-                                    c.lp_type, c.n_group, c.lp_init, c.token_freqs, c.combine, c.d_state)
+                                    c.lp_type, c.n_group, c.lp_init, c.token_freqs, c.combine, c.d_state,
+                                    mixer=c.mixer)
         self.decoder = DECODERS[c.decoder](c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels,
                                            **c.decoder_kwargs)
+        self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d)
 
     def encode(self, images):
         """(B, C, *S) in [0, 1] -> latents (B, M, dim)."""
         return self.encoder(images)
 
-    def decode(self, latents, coords, **kw):
+    def decode(self, latents, coords, images=None, **kw):
         """latents (B, M, dim); coords (Q, d) shared or (B, Q, d) per image, pixel centres in [0, 1]
-        in axis order -> (B, Q, C). Queries are decoded in chunks of ``config.query_chunk``."""
+        in axis order -> (B, Q, C). Queries are decoded in chunks of ``config.query_chunk``.
+        With ``config.input_skip`` the decoder's output is a residual added to the bicubic
+        interpolation of ``images`` (the encoder's input) at the queries, which must be given."""
         d = len(self.config.input_size)
         if coords.dim() == 2:
             coords = coords.expand(latents.shape[0], -1, -1)
@@ -65,16 +73,35 @@ class MambaGINR(nn.Module):
             raise ValueError(f"coords must be (Q, {d}) or (B={latents.shape[0]}, Q, {d}), got {tuple(coords.shape)}")
         coords = coords.to(latents.dtype)
         n = self.config.query_chunk
-        return torch.cat([self.decoder(latents, coords[:, i:i + n], **kw) for i in range(0, coords.shape[1], n)], 1)
+        parts = [self.decoder(latents, coords[:, i:i + n], lp_coords=self.lp_coords, **kw)
+                 for i in range(0, coords.shape[1], n)]
+        w = torch.cat([p[1] for p in parts], 2) if kw.get("return_attention") else None
+        out = torch.cat([p[0] for p in parts], 1) if w is not None else torch.cat(parts, 1)
+        if self.config.input_skip:
+            if images is None:
+                raise ValueError("this model (input_skip=True) decodes a residual over its input: pass images=")
+            out = out + sample_bicubic(images.to(out.dtype), coords)
+        return (out, w) if w is not None else out
 
     def render(self, images, size):
         """Decode every image on a pixel-centre grid of ``size`` -> (B, C, *size)."""
         size = (size,) * len(self.config.input_size) if isinstance(size, int) else tuple(size)
-        out = self.decode(self.encode(images), make_grid(size, device=images.device))
+        out = self.decode(self.encode(images), make_grid(size, device=images.device), images=images)
         return out.transpose(1, 2).reshape(out.shape[0], -1, *size)
 
     def forward(self, images, coords):
-        return self.decode(self.encode(images), coords)
+        return self.decode(self.encode(images), coords, images=images)
+
+
+def sample_bicubic(images, coords):
+    """Bicubic interpolation of images (B, C, H, W) at pixel-centre coordinates (B, Q, 2) in axis
+    order (y, x) -> (B, Q, C); the same kernel and convention as the bicubic baseline."""
+    if images.dim() != 4 or coords.shape[-1] != 2:
+        raise ValueError(f"input_skip works on 2-D images (B, C, H, W) with (B, Q, 2) coords, got "
+                         f"{tuple(images.shape)} and {tuple(coords.shape)}")
+    grid = (coords.flip(-1) * 2 - 1)[:, :, None]          # grid_sample wants (x, y) in [-1, 1]
+    out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
 
 
 class SimpleMambaGINR(nn.Module):
@@ -105,7 +132,15 @@ class SimpleMambaGINR(nn.Module):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-MODEL_FAMILIES = {"ginr": (GINRConfig, MambaGINR)}
+MODEL_FAMILIES = {"ginr": (GINRConfig, MambaGINR), "flow": (FlowConfig, SparseFieldFlow)}
+
+
+def model_for(config):
+    """The model of a config dataclass (GINRConfig -> MambaGINR, FlowConfig -> SparseFieldFlow)."""
+    for cfg_cls, model_cls in MODEL_FAMILIES.values():
+        if isinstance(config, cfg_cls):
+            return model_cls(config)
+    raise TypeError(f"config must be one of {[c.__name__ for c, _ in MODEL_FAMILIES.values()]}, got {type(config).__name__}")
 
 
 def build_model(config_dict):

@@ -10,6 +10,7 @@ atomically by rank 0 only. ``--resume`` continues from last.pt exactly: batches 
 function of (seed, step), and the optimizer and schedule states are restored.
 """
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -24,10 +25,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ginr_common.data import load_dataset
-from ginr_common.evaluate import evaluate_reconstruction, psnr
+from ginr_common.data import _resize, augment, load_dataset, sparse_masks
+from ginr_common.evaluate import evaluate_reconstruction, evaluate_sr, psnr
 from ginr_common.fourier import make_grid
-from ginr_common.model import GINRConfig, MambaGINR, load_checkpoint, save_checkpoint
+from ginr_common.flow import FlowConfig, flow_matching_loss
+from ginr_common.model import GINRConfig, config_dict, load_checkpoint, model_for, save_checkpoint
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -44,28 +46,59 @@ class TrainConfig:
     val_every: int = 100
     ckpt_every: int = 100
     seed: int = 0
+    augment: bool = False       # random flips / 90-degree rotations / channel orders of each image
+    jitter: float = 0.0         # std (in input pixels) of a fresh Gaussian offset per batch on training queries
+    sr_scales: tuple = ()       # super-resolution training: HR targets at 32 * s for s drawn from these
+    sr_queries: int = 1024      # HR pixels supervised per image and step (random subset)
+    mask_redraw: bool = True    # flow: fresh masks every step, all unobserved pixels supervised
+                                # (False: the seeds' fixed per-image masks, a disjoint 20% supervised)
 
 
-def _model(**kw):
-    return GINRConfig(name="standard_fourier", **kw)
+# Every config shares the encoder size and schedule of a profile; configs differ in the decoder
+# and the training task. smoke: seconds (CI, notebooks under nbval); cpu: about ten minutes on a
+# 2-core CPU; full: the seeds' hyperparameters for a GPU (CIFAR-10: 40 epochs of 45k images at
+# batch 64, 5 warm-up epochs).
+_ENCODER = {
+    "smoke": dict(dim=32, depth=1, num_lp=16, d_state=8),
+    "cpu": dict(dim=64, depth=2, num_lp=128, d_state=16),
+    "full": dict(dim=256, depth=6, num_lp=256, d_state=16),
+}
+_DECODER_SIZE = {"smoke": dict(hidden=64, n_blocks=1), "cpu": dict(hidden=128, n_blocks=2),
+                 "full": dict(hidden=512, n_blocks=3)}
+_SCHEDULE = {
+    "smoke": dict(steps=20, batch_size=8, warmup_steps=4, val_every=10, ckpt_every=10, lr=1e-3),
+    "cpu": dict(steps=1500, batch_size=16, warmup_steps=100, val_every=250, ckpt_every=250, lr=2e-3, augment=True),
+    "full": dict(steps=28_120, batch_size=64, warmup_steps=3_515, val_every=703, ckpt_every=703, lr=5e-4),
+}
+_CONFIGS = {  # name: (model fields, decoder kwargs, training fields)
+    # notebook 1: fixed log-spaced features up to the 32-grid's Nyquist rate, exact reconstruction
+    "standard_fourier": (dict(decoder="lainr"), dict(features="fourier", n_freqs=16, max_freq=32, heads=2), {}),
+    # notebook 2: Gaussian random features, coordinate jitter, trained with HR targets up to x4
+    "gaussian_fourier": (dict(decoder="lainr", input_skip=True),
+                         dict(features="gaussian", n_freqs=64, sigma=8.0, heads=2),
+                         dict(jitter=1 / 6, sr_scales=(2, 3, 4))),
+    # notebook 3: SCENT-style decoder with a 2-D locality bias, reconstruction like notebook 1
+    "scent": (dict(decoder="scent"), dict(features="gaussian", n_freqs=64, sigma=8.0, heads=4, locality=True),
+              dict(jitter=1 / 6)),
+}
 
 
-PROFILES = {
-    "standard_fourier": {
-        # seconds on CPU: for CI and notebooks under nbval
-        "smoke": TrainConfig(_model(dim=32, depth=1, num_lp=16, d_state=8,
-                                    decoder_kwargs=dict(hidden=64, n_freqs=8, heads=2, n_blocks=1)),
-                             steps=20, batch_size=8, warmup_steps=4, val_every=10, ckpt_every=10, lr=1e-3),
-        # about ten minutes on a 2-core CPU
-        "cpu": TrainConfig(_model(dim=64, depth=2, num_lp=64, d_state=16,
-                                  decoder_kwargs=dict(hidden=128, n_freqs=16, heads=2, n_blocks=2)),
-                           steps=1500, batch_size=16, warmup_steps=100, val_every=250, ckpt_every=250, lr=1e-3),
-        # the seeds' hyperparameters (CIFAR-10: 40 epochs of 45k images at batch 64, 5 warm-up epochs)
-        "full": TrainConfig(_model(dim=256, depth=6, num_lp=256, d_state=16,
-                                   decoder_kwargs=dict(hidden=512, n_freqs=32, heads=2, n_blocks=3)),
-                            steps=28_120, batch_size=64, lr=5e-4, weight_decay=1e-4, warmup_steps=3_515,
-                            val_every=703, ckpt_every=703),
-    },
+def _profile(name, profile):
+    model_kw, dec_kw, train_kw = _CONFIGS[name]
+    model = GINRConfig(name=name, **_ENCODER[profile], **model_kw,
+                       decoder_kwargs={**dec_kw, **_DECODER_SIZE[profile]})
+    return TrainConfig(model=model, **_SCHEDULE[profile], **train_kw)
+
+
+PROFILES = {name: {p: _profile(name, p) for p in _SCHEDULE} for name in _CONFIGS}
+# notebook 4: flow matching from 20% of the pixels (seeds: lr 1e-4, batch 64, 100 epochs of CIFAR-10)
+PROFILES["flow_sparse"] = {
+    "smoke": TrainConfig(FlowConfig(dim=32, depth=1, num_lp=16, d_state=8, hidden=64, n_blocks=1),
+                         **_SCHEDULE["smoke"]),
+    "cpu": TrainConfig(FlowConfig(dim=64, depth=2, num_lp=32, d_state=16, hidden=128, n_blocks=3),
+                       **{**_SCHEDULE["cpu"], "lr": 1e-3}),
+    "full": TrainConfig(FlowConfig(dim=256, depth=6, num_lp=128, hidden=512, n_blocks=6),
+                        **{**_SCHEDULE["full"], "steps": 70_300, "lr": 1e-4}),
 }
 
 
@@ -74,7 +107,7 @@ def get_config(name, profile):
         raise ValueError(f"--config must be one of {sorted(PROFILES)}, got {name!r}")
     if profile not in PROFILES[name]:
         raise ValueError(f"--profile must be one of {sorted(PROFILES[name])}, got {profile!r}")
-    return dataclasses.replace(PROFILES[name][profile])
+    return copy.deepcopy(PROFILES[name][profile])
 
 
 def default_profile():
@@ -118,24 +151,97 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _images(cfg, train_set, step, rank, world):
+    """(this rank's images at ``step``, the step's generator, their dataset indices)."""
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + step * 1009 + rank)
+    idx = batch_indices(step, len(train_set), cfg.batch_size, cfg.seed, rank, world)
+    images = torch.stack([train_set[i][0] for i in idx])
+    return (augment(images, g) if cfg.augment else images), g, idx
+
+
+def flow_batch(cfg, train_set, step, rank=0, world=1):
+    """(obs coords, obs values, query coords, targets, generator) for the flow model at ``step``:
+    a pure function of (cfg, step, rank)."""
+    images, g, idx = _images(cfg, train_set, step, rank, world)
+    grid, values = make_grid(cfg.model.input_size), images.flatten(2).transpose(1, 2)
+    if cfg.mask_redraw:
+        ids = [(step * world + rank) * cfg.batch_size + j for j in range(len(idx))]
+        obs, sup = sparse_masks(ids, grid.shape[0], cfg.model.observe_frac, seed=cfg.seed + 1, supervise="rest")
+    else:
+        obs, sup = sparse_masks(idx, grid.shape[0], cfg.model.observe_frac, seed=42, supervise="disjoint")
+    take = lambda x, i: x.gather(1, i[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    grid_b = grid.expand(len(idx), -1, -1)
+    return take(grid_b, obs), take(values, obs), take(grid_b, sup), take(values, sup), g
+
+
+def make_batch(cfg, train_set, step, rank=0, world=1):
+    """This rank's batch at ``step``, a pure function of (cfg, step, rank): (encoder inputs
+    (B, C, *S), queries (B, Q, d), targets (B, Q, C), n_lr). The first n_lr queries are the input
+    grid (jittered when ``cfg.jitter``); with ``cfg.sr_scales`` the inputs are antialiased
+    downsamples of HR crops and ``cfg.sr_queries`` HR pixels at a random scale follow."""
+    images, g, _ = _images(cfg, train_set, step, rank, world)
+    size = cfg.model.input_size
+    hr, images = (images, _resize(images, size)) if cfg.sr_scales else (None, images)
+    B, grid = images.shape[0], make_grid(size)
+    queries = grid.expand(B, -1, -1)
+    if cfg.jitter:  # target unchanged: the same offset for the whole batch, in input pixels
+        queries = queries + torch.randn(grid.shape[-1], generator=g) * cfg.jitter / torch.tensor(size)
+    target = images.flatten(2).transpose(1, 2)
+    n_lr = target.shape[1]
+    if cfg.sr_scales:
+        s = cfg.sr_scales[int(torch.randint(len(cfg.sr_scales), (1,), generator=g))]
+        hr_size = tuple(n * s for n in size)
+        hr = hr if hr.shape[2:] == hr_size else _resize(hr, hr_size)
+        sel = torch.randperm(math.prod(hr_size), generator=g)[:cfg.sr_queries]
+        queries = torch.cat([queries, make_grid(hr_size)[sel].expand(B, -1, -1)], 1)
+        target = torch.cat([target, hr.flatten(2).transpose(1, 2)[:, sel]], 1)
+    return images, queries, target, n_lr
+
+
+def validate(model, cfg, datasets):
+    """The model-selection number on the validation split: reconstruction PSNR at the input
+    size, or for super-resolution training the PSNR at the largest trained scale on the HR
+    validation crops, or for the flow model the PSNR on the unobserved pixels of one 10-step
+    Heun sample (fixed masks and noise) of the first 64 validation images."""
+    if isinstance(cfg.model, FlowConfig):
+        from ginr_common.evaluate import evaluate_sparse
+
+        val = datasets["val"]
+        images = torch.stack([val[i][0] for i in range(min(64, len(val)))])
+        return evaluate_sparse(model, images, k=1, steps=10)["model_sample"]["psnr_unobserved"]
+    if not cfg.sr_scales:
+        return evaluate_reconstruction(model, datasets["val"], with_ssim=False)["psnr"]
+    lr, hr = datasets["val_sr"]
+    size = cfg.model.input_size[-1] * max(cfg.sr_scales)
+    return evaluate_sr(model, lr, hr, sizes=(size,), with_ssim=False)[0][str(size)]["model"]["psnr"]
+
+
 # ----------------------------------------------------------------------------- fit
 def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, progress=True,
         dump_weights=None, on_step=None):
-    """Train ``cfg.model`` on ``data``; returns the metrics dict (also written to metrics.json)."""
+    """Train ``cfg.model`` on ``data``; returns the metrics dict (also written to metrics.json).
+    ``on_step(step, record)`` is called after every step (e.g. ``viz.LiveCurves``)."""
     rank, world, device = setup_distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes {world}")
     out = Path(out or CHECKPOINTS / cfg.model.name)
     datasets = datasets or load_dataset(data)
-    train_set, val_set = datasets["train"], datasets["val"]
+    if cfg.sr_scales and "train_hr" not in datasets:
+        raise ValueError(f"{cfg.model.name} trains super-resolution and needs high-resolution ground truth, "
+                         f"which the {data!r} data does not have: use --data photos")
+    train_set = datasets["train_hr"] if cfg.sr_scales else datasets["train"]
 
     torch.manual_seed(cfg.seed)
-    model = MambaGINR(cfg.model).to(device)
+    model = model_for(cfg.model).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
     state = {"step": 0, "best_val_psnr": -math.inf, "best_step": None, "history": [], "elapsed_s": 0.0}
     if resume and (out / "last.pt").exists():
         prev, ckpt = load_checkpoint(out / "last.pt", map_location=device)
+        if ckpt["config"] != config_dict(model):
+            raise ValueError(f"cannot resume: {out / 'last.pt'} holds a model of another config "
+                             f"({ckpt['config']}) than the one asked for ({config_dict(model)}); "
+                             f"train into another --out folder or remove that one")
         model.load_state_dict(prev.state_dict())
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -144,7 +250,6 @@ def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, 
             print(f"resuming from {out / 'last.pt'} at step {state['step']}")
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    coords = make_grid(cfg.model.input_size, device=device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model.name, disable=rank != 0 or not progress)
     t_start = time.perf_counter() - state["elapsed_s"]
@@ -156,13 +261,22 @@ def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, 
 
     while state["step"] < cfg.steps:
         step = state["step"]
-        idx = batch_indices(step, len(train_set), cfg.batch_size, cfg.seed, rank, world)
-        images = torch.stack([train_set[i][0] for i in idx]).to(device)
-        target = images.flatten(2).transpose(1, 2)
         model.train()
-        with amp:
-            pred = ddp(images, coords)
-        loss = F.mse_loss(pred.float(), target)
+        if isinstance(cfg.model, FlowConfig):
+            *tensors, g = flow_batch(cfg, train_set, step, rank, world)
+            oc, ov, qc, target = (x.to(device) for x in tensors)
+            with amp:
+                loss, pred = flow_matching_loss(ddp, model.noise, oc, ov, qc, target, g)
+            n_lr = target.shape[1]
+        else:
+            images, queries, target, n_lr = (x.to(device) if torch.is_tensor(x) else x
+                                             for x in make_batch(cfg, train_set, step, rank, world))
+            with amp:
+                pred = ddp(images, queries).float()
+            loss = F.mse_loss(pred[:, :n_lr], target[:, :n_lr])
+            if n_lr < target.shape[1]:  # half the loss on the LR grid, half on the HR pixels
+                loss = 0.5 * loss + 0.5 * F.mse_loss(pred[:, n_lr:], target[:, n_lr:])
+        loss = loss.float()
         if not torch.isfinite(loss):
             bar.close()
             raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step + 1}; stopped. The last good "
@@ -173,12 +287,12 @@ def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, 
         opt.step()
         sched.step()
         state["step"] = step = step + 1
-        train_psnr = float(psnr(pred.detach().float(), target).mean())
+        train_psnr = float(psnr(pred[:, :n_lr].detach(), target[:, :n_lr]).mean())
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.2e}", psnr=f"{train_psnr:.2f}")
         record = {"step": step, "loss": loss.item(), "train_psnr": train_psnr, "lr": sched.get_last_lr()[0]}
         if step % cfg.val_every == 0 or step == cfg.steps:
-            record["val_psnr"] = evaluate_reconstruction(model, val_set, with_ssim=False)["psnr"]
+            record["val_psnr"] = validate(model, cfg, datasets)
             bar.write(f"step {step}: val PSNR {record['val_psnr']:.2f} dB")
         state["history"].append(record)
         if rank == 0:
@@ -189,7 +303,7 @@ def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, 
                 save("last.pt")
                 write_metrics(out, cfg, state, data, world)
         if on_step is not None:
-            on_step(step)
+            on_step(step, record)
     bar.close()
     if dump_weights:
         Path(dump_weights).mkdir(parents=True, exist_ok=True)
@@ -234,7 +348,7 @@ def main(argv=None):
     if a.steps:
         cfg.steps = a.steps
     kill_after = int(os.environ.get("GINR_KILL_AFTER_STEP", 0))  # tests: a hard kill mid-training
-    on_step = (lambda s: s == kill_after and os.kill(os.getpid(), signal.SIGKILL)) if kill_after else None
+    on_step = (lambda s, _: s == kill_after and os.kill(os.getpid(), signal.SIGKILL)) if kill_after else None
     m = fit(cfg, a.data, a.out, a.resume, dump_weights=a.dump_weights, on_step=on_step)
     if m is not None:
         print(f"done: {m['steps']} steps, best val PSNR {m['best_val_psnr']:.2f} dB at step {m['best_step']}")

@@ -1,3 +1,4 @@
+import itertools
 import pickle
 import tarfile
 
@@ -61,3 +62,20 @@ def test_cifar10_loader_on_a_tiny_archive(tmp_path):
 def test_cifar10_missing_says_where_to_put_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="put it"):
         load_cifar10(tmp_path, download=False)
+
+
+def test_augment_is_a_seeded_symmetry_of_each_image(seed):
+    from ginr_common.data import augment
+
+    x = torch.rand(6, 3, 8, 8)
+    a = augment(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, augment(x, torch.Generator().manual_seed(5)))  # reproducible per step
+    assert not torch.equal(a, x)
+    perms = list(itertools.permutations(range(3)))
+    for xi, ai in zip(x, a):
+        # each output is one of the 8 flips/rotations of its input with its channels reordered
+        cands = [torch.rot90(xi, k, (-2, -1)) for k in range(4)]
+        cands += [c.flip(-1) for c in cands]
+        assert sum(torch.equal(ai, c[list(p)]) for c in cands for p in perms) >= 1
+    with pytest.raises(ValueError, match="square"):
+        augment(torch.rand(1, 3, 4, 8), torch.Generator())

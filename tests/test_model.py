@@ -91,3 +91,20 @@ def test_save_is_atomic(tmp_path, monkeypatch, seed):
     monkeypatch.undo()
     _, ckpt = load_checkpoint(p)
     assert ckpt["train_state"]["step"] == 1
+
+
+def test_input_skip_is_a_residual_over_the_bicubic_baseline(seed):
+    from ginr_common.model import sample_bicubic
+
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    for s in (32, 64, 96):  # the same kernel and pixel-centre convention as the bicubic baseline
+        a = sample_bicubic(x, make_grid((s, s), dtype=torch.float64).expand(2, -1, -1))
+        b = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False)
+        assert torch.allclose(a.transpose(1, 2).reshape(2, 3, s, s), b, atol=1e-12)
+    model = MambaGINR(GINRConfig(**SMALL, input_skip=True))
+    torch.nn.init.zeros_(model.decoder.head[1].weight)
+    torch.nn.init.zeros_(model.decoder.head[1].bias)
+    img = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(model.render(img, 64), F.interpolate(img, size=(64, 64), mode="bicubic"), atol=1e-5)
+    with pytest.raises(ValueError, match="pass images="):
+        model.decode(model.encode(img), make_grid((4, 4)))

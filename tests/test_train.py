@@ -115,3 +115,52 @@ def test_metrics():
     assert psnr(torch.full((1, 1, 4, 4), 2.0), torch.full((1, 1, 4, 4), 0.9)).item() == pytest.approx(20.0, abs=1e-3)
     assert torch.allclose(ssim(x, x), torch.ones(3, dtype=torch.float64))
     assert (ssim(torch.full_like(x, 0.5), x) < 0.2).all()
+
+
+def test_sr_batches_are_reproducible_and_supervise_hr(seed):
+    from ginr_common.data import ImageTensorDataset, _resize
+    from ginr_common.fourier import make_grid
+    from ginr_common.train import batch_indices, make_batch
+
+    cfg = get_config("gaussian_fourier", "smoke")
+    assert not cfg.augment and cfg.jitter > 0 and cfg.sr_scales
+    ds = ImageTensorDataset((torch.rand(10, 3, 128, 128) * 255).to(torch.uint8))
+    for step in (3, 4, 11):
+        a, b = make_batch(cfg, ds, step), make_batch(cfg, ds, step)
+        assert all(torch.equal(x, y) for x, y in zip(a[:3], b[:3]))  # a pure function of the step
+        images, queries, target, n_lr = a
+        hr = torch.stack([ds[i][0] for i in batch_indices(step, len(ds), cfg.batch_size, cfg.seed)])
+        assert torch.equal(images, _resize(hr, (32, 32))) and n_lr == 32 * 32
+        assert queries.shape == (cfg.batch_size, n_lr + cfg.sr_queries, 2) == target.shape[:2] + (2,)
+        # LR part: the input's own pixels, at pixel centres shifted by one offset for the batch
+        assert torch.equal(target[:, :n_lr], images.flatten(2).transpose(1, 2))
+        off = queries[:, :n_lr] - make_grid((32, 32))
+        assert 0 < off.abs().max() < 1 / 32 and torch.allclose(off, off[:1, :1].expand_as(off))
+        # HR part: exact pixel centres of one trained scale's grid, with that resized image's values
+        hq = queries[0, n_lr:]
+        scale = [s for s in cfg.sr_scales if ((hq * 32 * s - 0.5) - (hq * 32 * s - 0.5).round()).abs().max() < 1e-4]
+        assert len(scale) == 1
+        s = scale[0]
+        idx = ((hq * 32 * s - 0.5).round().long() * torch.tensor([32 * s, 1])).sum(-1)
+        hr_s = hr if s == 4 else _resize(hr, (32 * s, 32 * s))
+        assert torch.allclose(target[:, n_lr:], hr_s.flatten(2).transpose(1, 2)[:, idx])
+        assert len(set(idx.tolist())) == cfg.sr_queries
+
+
+@pytest.mark.parametrize("name", ["gaussian_fourier", "scent"])
+def test_every_config_trains_and_its_checkpoint_reproduces_validation(name, tmp_path):
+    from ginr_common.train import validate
+
+    cfg = get_config(name, "smoke")
+    m = fit(cfg, out=tmp_path, progress=False)
+    assert m["steps"] == cfg.steps and m["config"] == name
+    first, last = m["history"][0]["loss"], sum(h["loss"] for h in m["history"][-5:]) / 5
+    assert last < first, (first, last)
+    model, ckpt = load_checkpoint(tmp_path / "best.pt")
+    from ginr_common.data import load_dataset
+
+    assert validate(model, cfg, load_dataset("photos")) == pytest.approx(m["best_val_psnr"], abs=1e-4)
+    # resuming into a folder that holds another config is refused, naming both
+    other = get_config("standard_fourier", "smoke")
+    with pytest.raises(ValueError, match="cannot resume"):
+        fit(other, out=tmp_path, resume=True, progress=False)

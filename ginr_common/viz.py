@@ -1,0 +1,169 @@
+"""Figures used by the notebooks and the evaluation CLI. Every function returns a matplotlib
+Figure (shown inline in Jupyter; ``fig.savefig`` to keep it). Nothing here selects a backend."""
+import matplotlib.pyplot as plt
+import torch
+
+from ginr_common.evaluate import psnr
+from ginr_common.fourier import make_grid
+from ginr_common.tokens import lp_diversity
+
+
+def _show(ax, img, title=""):
+    ax.imshow(img.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def image_row(images, titles=None, size=1.6):
+    """A row of images (each (C, H, W) in [0, 1])."""
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size + 0.3), squeeze=False)
+    for i, (ax, im) in enumerate(zip(axes[0], images)):
+        _show(ax, im, titles[i] if titles else "")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history, title=""):
+    """Loss (log scale) and PSNR (train per step, validation where measured) against the step."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    steps = [r["step"] for r in history]
+    a.semilogy(steps, [r["loss"] for r in history], lw=0.8)
+    a.set(xlabel="step", ylabel="training loss (MSE)")
+    b.plot(steps, [r["train_psnr"] for r in history], lw=0.6, alpha=0.6, label="train (batch)")
+    val = [(r["step"], r["val_psnr"]) for r in history if "val_psnr" in r]
+    if val:
+        b.plot(*zip(*val), "o-", label="validation")
+    b.set(xlabel="step", ylabel="PSNR (dB)")
+    b.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class LiveCurves:
+    """``fit(..., on_step=LiveCurves(every=100))``: redraws the training curves in place in a
+    notebook every ``every`` steps (and prints a line where there is no notebook display)."""
+
+    def __init__(self, every=100, title=""):
+        self.every, self.title, self.history, self.handle = every, title, [], None
+
+    def __call__(self, step, record):
+        self.history.append(record)
+        if step % self.every:
+            return
+        from IPython.display import display
+
+        fig = training_curves(self.history, self.title)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+
+
+def sr_figure(lr, renders, n=4, title="", baseline="bicubic"):
+    """Rows: images; columns: the input, then baseline / model / ground truth at each size, PSNR
+    in the titles. ``renders``: {size: (baseline, model, ground truth or None)}."""
+    sizes = list(renders)
+    has_gt = [renders[s][2] is not None for s in sizes]
+    cols = 1 + sum(2 + g for g in has_gt)
+    n = min(n, len(lr))
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+    for r in range(n):
+        _show(axes[r, 0], lr[r], f"input {lr.shape[-1]}")
+        c = 1
+        for s in sizes:
+            b, y, gt = renders[s]
+            db = (lambda p: f"\n{float(psnr(p[r:r + 1], gt[r:r + 1])):.1f} dB") if gt is not None else (lambda p: "")
+            _show(axes[r, c], b[r], f"{baseline} {s}{db(b)}")
+            _show(axes[r, c + 1], y[r], f"model {s}{db(y)}")
+            if gt is not None:
+                _show(axes[r, c + 2], gt[r], f"ground truth {s}")
+            c += 2 + (gt is not None)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def lp_placement_figure(model):
+    """Where the LPs sit: in the interleaved token sequence (top) and, as the coordinates they
+    stand for, on the patch grid (bottom; used by the locality bias)."""
+    lp = model.encoder.lp
+    n = model.encoder.tokenizer.num_patches
+    lp_idx, _, _ = lp.indices(n)
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5), gridspec_kw={"height_ratios": [1, 4]})
+    seq = torch.zeros(n + lp.num_lp)
+    seq[lp_idx] = 1
+    a.imshow(seq[None].numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
+    a.set(yticks=[], xlabel=f"sequence position ({n} patch tokens + {lp.num_lp} LPs, {lp.type}); black = LP")
+    centres, lpc = model.encoder.tokenizer.centres.cpu(), model.lp_coords.cpu()
+    b.scatter(centres[:, 1], centres[:, 0], s=6, c="lightgray", label="patch centres")
+    b.scatter(lpc[:, 1], lpc[:, 0], s=30, c=range(len(lpc)), cmap="viridis", label="LP positions (colour = order)")
+    b.set(xlim=(0, 1), ylim=(1, 0), aspect="equal", xlabel="x", ylabel="y")
+    b.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def lp_similarity_figure(lps):
+    """Cosine similarity between the learned LP vectors (M, D); title: the quick-start's
+    diversity 1 - mean similarity (above 0.5 is healthy, below 0.3 means LPs collapsed)."""
+    x = torch.nn.functional.normalize(lps.detach().float().cpu(), dim=-1)
+    fig, ax = plt.subplots(figsize=(4, 3.4))
+    im = ax.imshow((x @ x.t()).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    fig.colorbar(im, ax=ax)
+    ax.set(title=f"LP cosine similarity; diversity {lp_diversity(lps):.3f}", xlabel="LP", ylabel="LP")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def attention_figure(model, image, query=(0.5, 0.5)):
+    """Attention of one query (y, x in [0, 1]) to the LPs, averaged over heads, drawn at the
+    coordinate each LP stands for on top of the image (first cross-attention layer)."""
+    model.eval()
+    q = torch.tensor([query], dtype=torch.float32, device=image.device)
+    _, w = model.decode(model.encode(image[None]), q, images=image[None], return_attention=True)  # (1, heads, 1, M)
+    w = w[0, :, 0].mean(0).cpu()
+    lpc = model.lp_coords.cpu()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(image.cpu().permute(1, 2, 0).clamp(0, 1).numpy(), extent=(0, 1, 1, 0), alpha=0.6)
+    sc = ax.scatter(lpc[:, 1], lpc[:, 0], c=w.numpy(), s=20 + 400 * w.numpy() / w.max().item(), cmap="magma")
+    ax.plot(query[1], query[0], "c*", ms=14, label="query")
+    fig.colorbar(sc, ax=ax, fraction=0.046, label="attention weight")
+    ax.set(title="query -> LP attention", xlim=(0, 1), ylim=(1, 0))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def render_grid(model, image, sizes=(32, 64, 128)):
+    """The same latent decoded at several resolutions."""
+    z = model.encode(image[None])
+    fig, axes = plt.subplots(1, len(sizes), figsize=(2.6 * len(sizes), 2.8))
+    with torch.no_grad():
+        for ax, s in zip(axes, sizes):
+            out = model.decode(z, make_grid((s, s), device=image.device), images=image[None])
+            _show(ax, out[0].t().reshape(-1, s, s), f"{s}x{s}")
+    fig.tight_layout()
+    return fig
+
+
+def sparse_figure(images, truth, n=4, title=""):
+    """Rows: images; columns: the observed pixels, nearest and linear interpolation, the model's
+    sample, the posterior mean, the per-pixel standard deviation, the ground truth; PSNR on the
+    unobserved pixels is not shown here (see the results), full-image PSNR in the titles."""
+    cols = [("observed", "observed"), ("nearest", "nearest"), ("linear", "linear"),
+            ("model_sample", "one sample"), ("model_mean", "posterior mean"), ("model_std", "std (x4)")]
+    cols = [(k, t) for k, t in cols if k in images]
+    n = min(n, len(truth))
+    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(1.7 * (len(cols) + 1), 1.8 * n), squeeze=False)
+    for r in range(n):
+        for c, (key, name) in enumerate(cols):
+            im = images[key][r] * (4 if key == "model_std" else 1)
+            db = "" if key in ("observed", "model_std") else f"\n{float(psnr(images[key][r:r + 1], truth[r:r + 1])):.1f} dB"
+            _show(axes[r, c], im, name + db)
+        _show(axes[r, -1], truth[r], "ground truth")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

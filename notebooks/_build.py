@@ -1,0 +1,212 @@
+"""Writes notebooks 01-03 from the cell texts below (``python notebooks/_build.py``). The notebooks
+are thin on purpose: every function they call lives in ginr_common and has a test."""
+from pathlib import Path
+
+import nbformat as nbf
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = '''import json
+
+import torch
+
+from ginr_common import viz
+from ginr_common.data import {data_imports}
+from ginr_common.evaluate import evaluate_checkpoint, evaluate_sr
+from ginr_common.model import MambaGINR, load_checkpoint
+from ginr_common.train import CHECKPOINTS, default_profile, fit, get_config
+
+CONFIG = "{config}"
+PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
+DATA = {data}
+OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{{CONFIG}}-smoke")
+cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment
+torch.manual_seed(cfg.seed)
+print(f"profile {{PROFILE}}, data {{DATA}}, checkpoints in {{OUT}}")
+cfg'''
+
+DATA_CELL = '''data = load_dataset(DATA)
+print({{k: len(v) for k, v in data.items() if k != "val_sr"}})
+viz.image_row([data["{split}"][i * 37 % len(data["{split}"])][0] for i in range(8)]);'''
+
+MODEL_CELL = '''model = MambaGINR(cfg.model)
+n_enc = sum(p.numel() for p in model.encoder.parameters())
+n_dec = sum(p.numel() for p in model.decoder.parameters())
+print(f"encoder {n_enc / 1e6:.3f} M + decoder {n_dec / 1e6:.3f} M parameters; {cfg.model.num_lp} LPs of dim {cfg.model.dim}")
+assert n_enc > 0 and n_dec > 0 and len(list(model.decoder.buffers())) + len(list(model.decoder.parameters())) > 0
+model.decoder'''
+
+TRAIN_CELL = '''# resume=True: re-running the notebook continues (or reuses) the run in OUT instead of starting over
+metrics = fit(cfg, DATA, out=OUT, resume=True, on_step=viz.LiveCurves(every=max(cfg.steps // 8, 1), title=CONFIG))
+viz.training_curves(metrics["history"], f"{CONFIG} ({PROFILE}): best validation {metrics['best_val_psnr']:.2f} dB at step {metrics['best_step']}");'''
+
+EVAL_CELL = '''# test split at native resolution + super-resolution on the HR test crops; writes eval.json and sr.png
+results = evaluate_checkpoint(OUT / "best.pt", DATA, sizes=(64, 128))
+model, _ = load_checkpoint(OUT / "best.pt")
+assert set(results["super_resolution"]) == {"64", "128"} and results["test"]["n"] > 0
+print(f"test: PSNR {results['test']['psnr']:.2f} dB, SSIM {results['test']['ssim']:.3f}")'''
+
+SR_CELL = '''# the 32x32 input, bicubic and the model at x2, x4, x8, and the real HR image (x8 = 256 is above
+# the crops' 128x128 resolution: rendered, no ground truth, no number)
+lr, hr = load_sr_pairs("test")
+pick = [0, 5, 9, 14]
+_, renders = evaluate_sr(model, lr[pick], hr[pick], sizes=(64, 128, 256))
+viz.sr_figure(lr[pick], renders, title=f"{CONFIG}: held-out photographs");'''
+
+CIFAR_SR_CELL = '''if DATA == "cifar10":  # CIFAR-10 has no ground truth above 32x32: renders only, no numbers
+    x = torch.stack([data["test"][i][0] for i in range(4)])
+    _, renders = evaluate_sr(model, x, None, sizes=(64, 128, 256))
+    viz.sr_figure(x, renders, title="CIFAR-10 test images (no high-resolution ground truth)");'''
+
+LP_CELLS = ['''viz.lp_placement_figure(model);''',
+            '''viz.lp_similarity_figure(model.encoder.lp.lps);''',
+            '''image = data["test"][3][0]
+viz.attention_figure(model, image, query=(0.3, 0.7));''',
+            '''viz.render_grid(model, image, sizes=(32, 64, 128, 256));''']
+
+RESULTS_CELL = '''print(json.dumps({k: results[k] for k in ("test", "super_resolution", "super_resolution_note")}, indent=1))
+print(f"figures and metrics: {sorted(p.name for p in OUT.iterdir())}")'''
+
+
+def notebook(title, intro, config, data, split="train", extra=()):
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [md(f"# {title}\n\n{intro}\n\nRun with `GINR_PROFILE=smoke` (seconds, what CI runs), `cpu` "
+                "(about ten minutes on two cores; the default without a GPU) or `full` (the seeds' "
+                "hyperparameters, the default on a GPU)."),
+             md("## Configuration"), code(SETUP.format(config=config, data=data, data_imports=", ".join(
+                 (["cifar10_available"] if "cifar10_available" in data else []) + ["load_dataset", "load_sr_pairs"]))),
+             md("## Data"), code(DATA_CELL.format(split=split)),
+             md("## Model"), code(MODEL_CELL),
+             md("## Training\nAdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on validation) and "
+                "`metrics.json` in `OUT`, written atomically. The plot refreshes while it trains."),
+             code(TRAIN_CELL), *extra,
+             md("## Evaluation"), code(EVAL_CELL),
+             md("## Super-resolution"), code(SR_CELL), code(CIFAR_SR_CELL),
+             md("## LP diagnostics\nWhere the LPs sit in the sequence and in the image plane, how distinct they "
+                "are, and what one query attends to; then one latent rendered at several resolutions."),
+             *[code(c) for c in LP_CELLS],
+             md("## Results"), code(RESULTS_CELL)]
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+NOTEBOOKS = {
+    "01_standard_fourier.ipynb": notebook(
+        "01 · Standard Fourier features + ResidualBlock decoder: exact reconstruction",
+        "The seeds' standalone model: 2x2 patch tokens, LPs interleaved equidistantly, a BiMamba encoder, "
+        "and a LAINR decoder (fixed log-spaced Fourier features of the query up to the 32-grid's Nyquist "
+        "rate, cross-attention to the LPs, ResidualBlocks, linear RGB head). Goal: reconstruct the 32x32 "
+        "input exactly. Uses CIFAR-10 when it is in `data/`, else the embedded photographs.",
+        "standard_fourier", '"cifar10" if cifar10_available() else "photos"'),
+    "02_gaussian_fourier.ipynb": notebook(
+        "02 · Gaussian Fourier features + jitter: super-resolution",
+        "Random Fourier features B ~ N(0, sigma^2), gamma = [sin(2 pi c B^T), cos(2 pi c B^T)] (a buffer, or a "
+        "parameter when learnable), a fresh Gaussian jitter of the training query coordinates each batch, and "
+        "supervision at high resolution: half the loss on the 32x32 input grid, half on random pixels of the "
+        "real HR crop at a random scale x2-x4 (as the research code trained CelebA-HQ 64->256). Needs HR "
+        "ground truth, so it trains on the embedded photographs.",
+        "gaussian_fourier", '"photos"  # super-resolution training needs real HR targets', split="train_hr"),
+    "03_scent_decoder.ipynb": notebook(
+        "03 · SCENT-style decoder with a 2-D locality bias",
+        "The same encoder with a SCENT-style decoder: Gaussian Fourier features of the query, pre-norm "
+        "cross-attention to the latents with a skip of the query features, GEGLU feed-forwards (optionally "
+        "self-attention over the latents, never among the queries), and a locality bias on the attention "
+        "logits computed from continuous 2-D coordinates: the query's position against the position each LP "
+        "stands for, so it is the same function at every output resolution.",
+        "scent", '"cifar10" if cifar10_available() else "photos"'),
+}
+
+FLOW_SETUP = '''import json
+
+import torch
+
+from ginr_common import viz
+from ginr_common.data import cifar10_available, load_dataset, sparse_masks
+from ginr_common.evaluate import evaluate_sparse_checkpoint
+from ginr_common.fourier import make_grid
+from ginr_common.model import load_checkpoint, model_for
+from ginr_common.train import CHECKPOINTS, default_profile, fit, get_config
+
+CONFIG = "flow_sparse"
+PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
+DATA = "cifar10" if cifar10_available() else "photos"
+OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{CONFIG}-smoke")
+# evaluation budget: test images at 32x32, samples per image (posterior mean), Heun steps
+N_EVAL, K, STEPS = {"smoke": (8, 2, 4), "cpu": (128, 8, 50), "full": (1000, 16, 100)}[PROFILE]
+cfg = get_config(CONFIG, PROFILE)
+torch.manual_seed(cfg.seed)
+print(f"profile {PROFILE}, data {DATA}, checkpoints in {OUT}")
+cfg'''
+
+FLOW_DATA = '''data = load_dataset(DATA)
+images = torch.stack([data["test"][i][0] for i in range(4)])
+obs, sup = sparse_masks(range(4), 32 * 32, cfg.model.observe_frac, seed=42)   # the evaluation masks
+shown = torch.zeros(4, 32 * 32, 3).scatter_(1, obs[..., None].expand(-1, -1, 3), images.flatten(2).transpose(1, 2).gather(1, obs[..., None].expand(-1, -1, 3)))
+sup_map = torch.zeros(4, 32 * 32, 3)
+sup_map[..., 1] = torch.zeros(4, 32 * 32).scatter_(1, sup, 1.0)
+print(f"{obs.shape[1]} observed and {sup.shape[1]} (disjoint) supervised pixels of {32 * 32} per image")
+viz.image_row([*images, *shown.transpose(1, 2).reshape(4, 3, 32, 32), *sup_map.transpose(1, 2).reshape(4, 3, 32, 32)],
+              ["image"] * 4 + ["observed 20%"] * 4 + ["disjoint 20% (green)"] * 4, size=1.2);'''
+
+FLOW_MODEL = '''model = model_for(cfg.model)
+n_params = sum(p.numel() for p in model.parameters())
+print(f"{n_params / 1e6:.3f} M parameters; {cfg.model.num_lp} LPs; training masks redrawn every step: {cfg.mask_redraw}")
+assert n_params > 0
+model'''
+
+FLOW_EVAL = '''results, figs = evaluate_sparse_checkpoint(OUT / "best.pt", DATA, n_images=N_EVAL, k=K, steps=STEPS)
+model, _ = load_checkpoint(OUT / "best.pt")
+for mode in ("free", "hold_known"):
+    for name, r in results[mode].items():
+        print(f"{mode:10s} {name:13s} PSNR {r['psnr']:6.2f}  unobserved {r['psnr_unobserved']:6.2f}  SSIM {r['ssim']:.3f}")
+assert {"nearest", "linear", "model_sample"} <= set(results["free"])'''
+
+FLOW_FIG = '''test = torch.stack([data["test"][i][0] for i in range(N_EVAL)])
+viz.sparse_figure(figs["sparse"], test, n=4, title=f"{CONFIG}: 20% observed, {K} samples, Heun {STEPS} steps");'''
+
+FLOW_MULTI = '''# the same observations and the same noise field sampled at 32, 64, 96, 128 (zero-shot above 32)
+_ = viz.sr_figure(figs["lr"], figs["zero_shot"], n=3, baseline="linear+bicubic",
+                  title="posterior mean at 64 / 96 / 128 against the real HR crop")
+lr = figs["lr"][:1]
+o, _ = sparse_masks([0], 32 * 32, cfg.model.observe_frac, seed=42)
+grid = make_grid((32, 32))
+oc, ov = grid[o], lr.flatten(2).transpose(1, 2).gather(1, o[..., None].expand(-1, -1, 3))
+row = [model.sample(oc, ov, make_grid((s, s))[None], steps=STEPS, generator=torch.Generator().manual_seed(0))
+       .transpose(1, 2).reshape(3, s, s) for s in (32, 64, 96, 128)]
+viz.image_row(row, ["32", "64", "96", "128"], size=2.2);'''
+
+FLOW_RESULTS = '''print(json.dumps({k: results[k] for k in ("free", "hold_known", "zero_shot", "zero_shot_note")}, indent=1))'''
+
+
+def flow_notebook():
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [md("# 04 · Flow matching for sparse field reconstruction\n\nObserve 20% of an image's pixels and sample "
+                "the whole continuous field at any resolution. The observed pixels (value + Fourier features of the "
+                "coordinate) are tokens in raster order, with LPs, through the BiMamba encoder, once per sample; each "
+                "query (coordinate, noisy value x_t, time t) is decoded by cross-attention to the encoded tokens with "
+                "time-modulated blocks and a residual path for x_t. Flow matching: x_t = (1 - t) x0 + t x1, target "
+                "velocity x1 - x0; Euler or Heun sampling. Noise is a function of the coordinate, so renders at "
+                "different sizes are samples of the same field.\n\nRun with `GINR_PROFILE=smoke`, `cpu` or `full`."),
+             md("## Configuration"), code(FLOW_SETUP),
+             md("## Data and masks\nEvaluation masks are fixed per image (seed 42): 20% observed, a disjoint 20% "
+                "supervised (the seeds' protocol). Training redraws the masks every step and supervises every "
+                "unobserved pixel (`cfg.mask_redraw`)."), code(FLOW_DATA),
+             md("## Model"), code(FLOW_MODEL),
+             md("## Training"), code(TRAIN_CELL),
+             md("## Evaluation at 32x32\nPSNR on the whole image and on the unobserved pixels only, for one sample and "
+                "the posterior mean, free or holding the known pixels on their values; nearest and linear "
+                "interpolation (scipy's griddata) on the same masks."), code(FLOW_EVAL), code(FLOW_FIG),
+             md("## Multi-scale"), code(FLOW_MULTI),
+             md("## Results"), code(FLOW_RESULTS)]
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+NOTEBOOKS["04_flow_matching_sparse.ipynb"] = flow_notebook()
+
+if __name__ == "__main__":
+    for name, nb in NOTEBOOKS.items():
+        nbf.write(nb, HERE / name)
+        print("wrote", HERE / name)
