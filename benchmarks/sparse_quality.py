@@ -1,6 +1,6 @@
 """Sparse field reconstruction (notebook 4): the flow model against interpolation baselines.
 
-    python benchmarks/sparse_quality.py                 # cpu profile: 128 test images, 8 samples, Heun 50
+    python benchmarks/sparse_quality.py                 # cpu profile: 64 test images, 4 samples, Heun 50
     python benchmarks/sparse_quality.py --profile smoke --n-images 8 --k 2 --steps 4
 
 Trains checkpoints/flow_sparse (or resumes / reuses the run there, the folder notebook 4 writes),
@@ -28,8 +28,8 @@ def main(argv=None):
         track_live_memory()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--n-images", type=int, default=128)
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--n-images", type=int, default=64)
+    p.add_argument("--k", type=int, default=4)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--out", default=str(RESULTS / "sparse_quality"))
     a = p.parse_args(argv)

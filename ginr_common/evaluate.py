@@ -1,11 +1,13 @@
 """Metrics and the evaluation CLI.
 
     python -m ginr_common.evaluate --checkpoint checkpoints/standard_fourier/best.pt [--data photos]
+    python -m ginr_common.evaluate --checkpoint checkpoints/flow_sparse/best.pt [--k 4 --steps 50]
 
 Reconstruction: mean per-image PSNR (predictions clamped to [0, 1], data range 1) and SSIM
 (scikit-image) on the test split at native resolution. Super-resolution on the embedded photos'
 HR test crops: the model and bicubic upsampling of the same 32x32 input, against the real
 high-resolution image, at x2 and x4 (and any --sizes). Writes eval.json and sr.png.
+Flow (sparse-field) checkpoints: ``evaluate_sparse_checkpoint`` (eval.json).
 """
 import argparse
 import json
@@ -109,12 +111,23 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="photos", choices=["photos", "cifar10"])
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
-    p.add_argument("--out", default=None, help="folder for eval.json and sr.png (default: the checkpoint's)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="render sizes (default 64 128; flow models: 64 96 128)")
+    p.add_argument("--out", default=None, help="folder for eval.json (and sr.png) (default: the checkpoint's)")
+    p.add_argument("--n-images", type=int, default=64, help="flow models: test images at 32x32")
+    p.add_argument("--k", type=int, default=4, help="flow models: samples per image (posterior mean)")
+    p.add_argument("--steps", type=int, default=50, help="flow models: Heun steps")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     np.random.seed(0)
-    res = evaluate_checkpoint(a.checkpoint, a.data, tuple(a.sizes), a.out)
+    from ginr_common.flow import SparseFieldFlow
+    from ginr_common.model import load_checkpoint
+
+    if isinstance(load_checkpoint(a.checkpoint)[0], SparseFieldFlow):
+        res, _ = evaluate_sparse_checkpoint(a.checkpoint, a.data, a.n_images, a.k, a.steps,
+                                            tuple(a.sizes or (64, 96, 128)), out=a.out)
+    else:
+        res = evaluate_checkpoint(a.checkpoint, a.data, tuple(a.sizes or (64, 128)), a.out)
     print(json.dumps(res, indent=1))
 
 
@@ -218,8 +231,8 @@ def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=50,
     return res, renders
 
 
-def evaluate_sparse_checkpoint(checkpoint, data="photos", n_images=128, k=8, steps=50, sizes=(64, 96, 128),
-                               n_hr=16, out=None):
+def evaluate_sparse_checkpoint(checkpoint, data="photos", n_images=64, k=4, steps=50, sizes=(64, 96, 128),
+                               n_hr=8, k_hr=1, out=None):
     """The flow model's full evaluation; writes eval.json beside the checkpoint (or in ``out``):
     at 32x32 on the first ``n_images`` test images, with and without holding known pixels,
     against nearest and linear interpolation; zero-shot at ``sizes`` on ``n_hr`` HR test crops.
@@ -239,10 +252,9 @@ def evaluate_sparse_checkpoint(checkpoint, data="photos", n_images=128, k=8, ste
         results["hold_known" if hold else "free"] = r
     lr, hr = load_sr_pairs("test")
     pick = torch.linspace(0, len(lr) - 1, min(n_hr, len(lr))).long()
-    results["zero_shot"], renders = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes, k=max(1, k // 2),
-                                                              steps=steps)
+    results["zero_shot"], renders = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes, k=k_hr, steps=steps)
     results["zero_shot_note"] = (f"{len(pick)} HR test crops; 20% of the 32x32 downsample observed; model: mean of "
-                                 f"{max(1, k // 2)} samples; baseline: bicubic upsampling of the linear interpolation")
+                                 f"{k_hr} sample(s); baseline: bicubic upsampling of the linear interpolation")
     out = Path(out or Path(checkpoint).parent)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=1))

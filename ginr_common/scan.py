@@ -13,18 +13,22 @@ Backends
   scan for backward); the default on CPU.
 - ``"torch"``: the same chunked algorithm in plain PyTorch ops; runs on any device.
 - ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel (``pip install 'ginr-common[cuda]'``).
-- ``"auto"``: CUDA tensors -> mamba_ssm if installed, else torch; CPU -> numba.
+- ``"triton"``: Triton kernels (forward and backward), compiled at run time on CUDA; on CPU only
+  through Triton's interpreter (TRITON_INTERPRET=1, slow: for tests). float32 state.
+- ``"auto"``: CUDA tensors -> mamba_ssm if installed, else triton if installed, else torch;
+  CPU -> numba.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from einops import repeat
 
-BACKENDS = ("auto", "reference", "numba", "torch", "mamba_ssm")
+BACKENDS = ("auto", "reference", "numba", "torch", "mamba_ssm", "triton")
 CHUNK = 64  # steps between forward state checkpoints
 
 
@@ -192,7 +196,20 @@ def _numba_backward(u, delta, A, B, C, hs, dy, dlast, T):
     return du, ddelta, dA_bd.sum(0), dB, dC
 
 
-_IMPLS = {"torch": (_torch_forward, _torch_backward), "numba": (_numba_forward, _numba_backward)}
+def _triton_forward(*args):
+    from ginr_common import _scan_triton
+
+    return _scan_triton.forward(*args)
+
+
+def _triton_backward(*args):
+    from ginr_common import _scan_triton
+
+    return _scan_triton.backward(*args)
+
+
+_IMPLS = {"torch": (_torch_forward, _torch_backward), "numba": (_numba_forward, _numba_backward),
+          "triton": (_triton_forward, _triton_backward)}
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -225,19 +242,35 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def resolve_backend(backend: str, device_type: str) -> str:
     """The concrete backend that ``backend`` means for tensors on ``device_type``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         if device_type == "cuda":
-            return "mamba_ssm" if mamba_ssm_available() else "torch"
+            return "mamba_ssm" if mamba_ssm_available() else "triton" if triton_available() else "torch"
         return "numba" if device_type == "cpu" and numba_available() else "torch"
     if backend == "mamba_ssm" and not mamba_ssm_available():
         raise BackendUnavailableError(
             "backend='mamba_ssm' needs the mamba-ssm package and a CUDA GPU: "
             "pip install 'ginr-common[cuda]' (or pip install mamba-ssm). "
             "backend='torch' runs on any device without it.")
+    if backend == "triton":
+        if not triton_available():
+            raise BackendUnavailableError("backend='triton' needs triton (it comes with torch's CUDA builds on "
+                                          "Linux): pip install triton")
+        if device_type != "cuda" and not triton_interpreted():
+            raise BackendUnavailableError(
+                f"backend='triton' runs on CUDA tensors, got {device_type}; on CPU it runs only through "
+                "Triton's interpreter (set TRITON_INTERPRET=1 before importing triton; slow, for tests)")
     if backend == "numba":
         if not numba_available():
             raise BackendUnavailableError("backend='numba' needs numba: pip install numba")
@@ -260,7 +293,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
     dtype_in = u.dtype
-    wt = torch.float64 if dtype_in == torch.float64 else torch.float32
+    wt = torch.float64 if dtype_in == torch.float64 and backend != "triton" else torch.float32
     uw = u.to(wt).contiguous()
     dw = _prepare_delta(delta, delta_bias, delta_softplus, wt).contiguous()
     Bw = (B if B.dim() == 4 else B.unsqueeze(1)).to(wt).contiguous()
@@ -271,4 +304,4 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 __all__ = ["selective_scan", "selective_scan_ref", "resolve_backend", "BackendUnavailableError",
-           "BACKENDS", "mamba_ssm_available"]
+           "BACKENDS", "mamba_ssm_available", "triton_available"]

@@ -251,7 +251,8 @@ def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, 
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model.name, disable=rank != 0 or not progress)
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model.name, disable=rank != 0 or not progress,
+               mininterval=1.0)
     t_start = time.perf_counter() - state["elapsed_s"]
 
     def save(name, **extra):

@@ -8,6 +8,7 @@ HERE = Path(__file__).resolve().parent
 
 SETUP = '''import json
 
+import matplotlib.pyplot as plt
 import torch
 
 from ginr_common import viz
@@ -22,6 +23,7 @@ DATA = {data}
 OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{{CONFIG}}-smoke")
 cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment
 torch.manual_seed(cfg.seed)
+plt.rcParams["figure.dpi"] = 72     # small inline figures keep the saved notebook small
 print(f"profile {{PROFILE}}, data {{DATA}}, checkpoints in {{OUT}}")
 cfg'''
 
@@ -119,6 +121,7 @@ NOTEBOOKS = {
 
 FLOW_SETUP = '''import json
 
+import matplotlib.pyplot as plt
 import torch
 
 from ginr_common import viz
@@ -133,9 +136,10 @@ PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CU
 DATA = "cifar10" if cifar10_available() else "photos"
 OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{CONFIG}-smoke")
 # evaluation budget: test images at 32x32, samples per image (posterior mean), Heun steps
-N_EVAL, K, STEPS = {"smoke": (8, 2, 4), "cpu": (128, 8, 50), "full": (1000, 16, 100)}[PROFILE]
+N_EVAL, K, STEPS = {"smoke": (8, 2, 4), "cpu": (64, 4, 50), "full": (1000, 16, 100)}[PROFILE]
 cfg = get_config(CONFIG, PROFILE)
 torch.manual_seed(cfg.seed)
+plt.rcParams["figure.dpi"] = 72     # small inline figures keep the saved notebook small
 print(f"profile {PROFILE}, data {DATA}, checkpoints in {OUT}")
 cfg'''
 

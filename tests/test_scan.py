@@ -145,7 +145,12 @@ def test_backend_resolution_and_errors(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="CPU tensors"):
         resolve_backend("numba", "cuda")
     monkeypatch.setattr(S, "mamba_ssm_available", lambda: False)
+    monkeypatch.setattr(S, "triton_available", lambda: True)
+    assert resolve_backend("auto", "cuda") == "triton"   # the order on CUDA: mamba_ssm, triton, torch
+    monkeypatch.setattr(S, "triton_available", lambda: False)
     assert resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(BackendUnavailableError, match="pip install triton"):
+        resolve_backend("triton", "cuda")
     with pytest.raises(BackendUnavailableError, match=r"pip install 'ginr-common\[cuda\]'"):
         resolve_backend("mamba_ssm", "cuda")
     monkeypatch.setattr(S, "mamba_ssm_available", lambda: True)

@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end on tiny settings and write what they report (their
+numbers are not checked: tests check correctness, not time)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+@pytest.mark.parametrize("script,args,keys", [
+    ("encoder.py", ["--lengths", "256", "1024", "2048", "--dim", "16", "--depth", "1", "--repeats", "1"],
+     {"rows", "linear_growth_ratio", "transformer_slower_from_L"}),
+    ("decode.py", ["--profile", "smoke", "--sizes", "32", "64", "--repeats", "1"],
+     {"rows", "time_per_pixel_max_over_min", "largest_peak_mb", "under_limit"}),
+    ("train_throughput.py", ["--profile", "smoke", "--repeats", "1"],
+     {"phases_ms", "step_ms", "images_per_s", "encoder_share", "decoder_share"}),
+])
+def test_benchmark_scripts_run_and_write_results(script, args, keys, tmp_path):
+    out = tmp_path / "res"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(Path(str(out) + ".json").read_text())
+    assert keys <= set(data)
+    assert "|" in Path(str(out) + ".md").read_text()
+
+
+def test_gpu_benchmark_refuses_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run for real")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scan_gpu.py")], capture_output=True, text=True,
+                       env=ENV, timeout=300, cwd=ROOT)
+    assert r.returncode != 0 and "needs a CUDA GPU" in r.stderr
