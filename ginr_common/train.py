@@ -95,8 +95,10 @@ PROFILES = {name: {p: _profile(name, p) for p in _SCHEDULE} for name in _CONFIGS
 PROFILES["flow_sparse"] = {
     "smoke": TrainConfig(FlowConfig(dim=32, depth=1, num_lp=16, d_state=8, hidden=64, n_blocks=1),
                          **_SCHEDULE["smoke"]),
+    # ~0.7 s a step on two cores (every unobserved pixel is supervised): 800 steps ~ ten minutes
     "cpu": TrainConfig(FlowConfig(dim=64, depth=2, num_lp=32, d_state=16, hidden=128, n_blocks=3),
-                       **{**_SCHEDULE["cpu"], "lr": 1e-3}),
+                       **{**_SCHEDULE["cpu"], "steps": 800, "warmup_steps": 50, "val_every": 200,
+                          "ckpt_every": 200, "lr": 1e-3}),
     "full": TrainConfig(FlowConfig(dim=256, depth=6, num_lp=128, hidden=512, n_blocks=6),
                         **{**_SCHEDULE["full"], "steps": 70_300, "lr": 1e-4}),
 }
@@ -238,9 +240,9 @@ def fit(cfg: TrainConfig, data="photos", out=None, resume=False, datasets=None, 
     state = {"step": 0, "best_val_psnr": -math.inf, "best_step": None, "history": [], "elapsed_s": 0.0}
     if resume and (out / "last.pt").exists():
         prev, ckpt = load_checkpoint(out / "last.pt", map_location=device)
-        if ckpt["config"] != config_dict(model):
+        if config_dict(prev) != config_dict(model):  # both with today's defaults for fields added since
             raise ValueError(f"cannot resume: {out / 'last.pt'} holds a model of another config "
-                             f"({ckpt['config']}) than the one asked for ({config_dict(model)}); "
+                             f"({config_dict(prev)}) than the one asked for ({config_dict(model)}); "
                              f"train into another --out folder or remove that one")
         model.load_state_dict(prev.state_dict())
         opt.load_state_dict(ckpt["optimizer"])

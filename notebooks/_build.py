@@ -136,7 +136,7 @@ PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CU
 DATA = "cifar10" if cifar10_available() else "photos"
 OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{CONFIG}-smoke")
 # evaluation budget: test images at 32x32, samples per image (posterior mean), Heun steps
-N_EVAL, K, STEPS = {"smoke": (8, 2, 4), "cpu": (64, 4, 50), "full": (1000, 16, 100)}[PROFILE]
+N_EVAL, K, STEPS = {"smoke": (8, 2, 4), "cpu": (32, 4, 20), "full": (1000, 16, 100)}[PROFILE]
 cfg = get_config(CONFIG, PROFILE)
 torch.manual_seed(cfg.seed)
 plt.rcParams["figure.dpi"] = 72     # small inline figures keep the saved notebook small
@@ -159,7 +159,7 @@ print(f"{n_params / 1e6:.3f} M parameters; {cfg.model.num_lp} LPs; training mask
 assert n_params > 0
 model'''
 
-FLOW_EVAL = '''results, figs = evaluate_sparse_checkpoint(OUT / "best.pt", DATA, n_images=N_EVAL, k=K, steps=STEPS)
+FLOW_EVAL = '''results, figs = evaluate_sparse_checkpoint(OUT / "best.pt", DATA, n_images=N_EVAL, k=K, steps=STEPS, n_hr=4)
 model, _ = load_checkpoint(OUT / "best.pt")
 for mode in ("free", "hold_known"):
     for name, r in results[mode].items():
@@ -210,7 +210,39 @@ def flow_notebook():
 
 NOTEBOOKS["04_flow_matching_sparse.ipynb"] = flow_notebook()
 
+def shrink(path, width=560, quality=70):
+    """Keep an executed notebook's outputs small enough to commit: each PNG figure becomes a JPEG at
+    most ``width`` pixels wide; the notebook is written into notebooks/ under its own name.
+    ``python notebooks/_build.py --shrink /tmp/out/01_standard_fourier.ipynb``"""
+    import base64
+    import io
+
+    from PIL import Image
+
+    nb = nbf.read(path, as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).pop("image/png", None)
+            if png is None:
+                continue
+            im = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB")
+            if im.width > width:
+                im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=quality)
+            out["data"]["image/jpeg"] = base64.b64encode(buf.getvalue()).decode()
+            out.get("metadata", {}).pop("image/png", None)
+    nbf.write(nb, HERE / Path(path).name)
+    print("wrote", HERE / Path(path).name)
+
+
 if __name__ == "__main__":
-    for name, nb in NOTEBOOKS.items():
-        nbf.write(nb, HERE / name)
-        print("wrote", HERE / name)
+    import sys
+
+    if sys.argv[1:2] == ["--shrink"]:
+        for p in sys.argv[2:]:
+            shrink(p)
+    else:
+        for name, nb in NOTEBOOKS.items():
+            nbf.write(nb, HERE / name)
+            print("wrote", HERE / name)
