@@ -211,11 +211,17 @@ def sparse_masks(ids, num_pixels, frac=0.2, seed=42, supervise="disjoint"):
     return torch.stack(obs), torch.stack(sup)
 
 
+def take_rows(x, idx):
+    """Per-batch row selection: x (B, N, C), idx (B, K) long -> (B, K, C)."""
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
 def load_sr_pairs(split="test", root=DATA_DIR):
     """(lr (N, 3, 32, 32), hr (N, 3, 128, 128)) float pairs from the embedded photos."""
     s = load_photos(root)[split]
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["augment", "cifar10_available", "sparse_masks", "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
+__all__ = ["augment", "cifar10_available", "sparse_masks", "take_rows",
+           "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

@@ -173,15 +173,14 @@ def evaluate_sparse(model, images, k=8, steps=50, solver="heun", hold_known=Fals
     mean of ``k`` samples, and with ``baselines`` nearest and linear interpolation on the same
     masks. Each: PSNR on the full image, PSNR on the unobserved pixels only (, SSIM).
     Returns {method: scores, ...} and the predictions under "images"."""
-    from ginr_common.data import sparse_masks
+    from ginr_common.data import sparse_masks, take_rows
 
     model.eval()
     B, C, H, W = images.shape
     grid = make_grid((H, W))
     obs, _ = sparse_masks(range(B), H * W, model.config.observe_frac, seed=42)
     values = images.flatten(2).transpose(1, 2)
-    take = lambda x, i: x.gather(1, i[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
-    oc, ov = take(grid.expand(B, -1, -1), obs), take(values, obs)
+    oc, ov = take_rows(grid.expand(B, -1, -1), obs), take_rows(values, obs)
     unobserved = torch.ones(B, H * W, dtype=torch.bool).scatter_(1, obs, False)
     as_img = lambda v: v.transpose(1, 2).reshape(B, C, H, W)  # noqa: E731
     g = torch.Generator().manual_seed(seed)
@@ -208,14 +207,13 @@ def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=50,
     """Observe 20% of each 32x32 input (evaluation masks), sample at each size and compare with
     the real HR crop resized to that size; baseline: bicubic upsampling of the linearly
     interpolated 32x32. {size: {"model_mean": psnr/ssim, "linear+bicubic": ...}}, renders."""
-    from ginr_common.data import _resize, sparse_masks
+    from ginr_common.data import _resize, sparse_masks, take_rows
 
     model.eval()
     B, C, h, w = lr.shape
     obs, _ = sparse_masks(range(B), h * w, model.config.observe_frac, seed=42)
-    take = lambda x, i: x.gather(1, i[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
     grid = make_grid((h, w))
-    oc, ov = take(grid.expand(B, -1, -1), obs), take(lr.flatten(2).transpose(1, 2), obs)
+    oc, ov = take_rows(grid.expand(B, -1, -1), obs), take_rows(lr.flatten(2).transpose(1, 2), obs)
     lin = interpolate_sparse(oc, ov, grid.expand(B, -1, -1), "linear").transpose(1, 2).reshape(B, C, h, w)
     res, renders = {}, {}
     for s in sizes:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ginr_common.data import _resize, augment, load_dataset, sparse_masks
+from ginr_common.data import _resize, augment, load_dataset, sparse_masks, take_rows
 from ginr_common.evaluate import evaluate_reconstruction, evaluate_sr, psnr
 from ginr_common.fourier import make_grid
 from ginr_common.flow import FlowConfig, flow_matching_loss
@@ -171,9 +171,8 @@ def flow_batch(cfg, train_set, step, rank=0, world=1):
         obs, sup = sparse_masks(ids, grid.shape[0], cfg.model.observe_frac, seed=cfg.seed + 1, supervise="rest")
     else:
         obs, sup = sparse_masks(idx, grid.shape[0], cfg.model.observe_frac, seed=42, supervise="disjoint")
-    take = lambda x, i: x.gather(1, i[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
     grid_b = grid.expand(len(idx), -1, -1)
-    return take(grid_b, obs), take(values, obs), take(grid_b, sup), take(values, sup), g
+    return take_rows(grid_b, obs), take_rows(values, obs), take_rows(grid_b, sup), take_rows(values, sup), g
 
 
 def make_batch(cfg, train_set, step, rank=0, world=1):
