@@ -143,9 +143,9 @@ class SCENTDecoder(nn.Module):
         w = None
         for i, (nq, nkv, attn, ff) in enumerate(zip(self.norm_q, self.norm_kv, self.attn, self.ff_blocks)):
             a, wi = attn(nq(h), nkv(latents), bias=bias, return_weights=return_attention and i == 0)
+            w = wi if i == 0 else w        # the first block's weights, when asked
             h = h + a                      # the skip keeps the query's own features
             h = h + ff(h)
-            w = wi if i == 0 else w
         out = self.head(h)
         return (out, w) if return_attention else out
 

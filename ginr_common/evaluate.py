@@ -192,8 +192,8 @@ def evaluate_sparse(model, images, k=8, steps=50, solver="heun", hold_known=Fals
         samples.append(as_img(torch.cat(parts)))
     preds = {"model_sample": samples[0]}
     if k > 1:
-        preds["model_mean"] = torch.stack(samples).mean(0)
-        preds["model_std"] = torch.stack(samples).std(0)
+        stacked = torch.stack(samples)
+        preds["model_mean"], preds["model_std"] = stacked.mean(0), stacked.std(0)
     if baselines:
         for m in ("nearest", "linear"):
             preds[m] = as_img(interpolate_sparse(oc, ov, grid.expand(B, -1, -1), m))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ginr_common.data import _resize, augment, load_dataset, sparse_masks, take_rows
-from ginr_common.evaluate import evaluate_reconstruction, evaluate_sr, psnr
+from ginr_common.evaluate import evaluate_reconstruction, evaluate_sparse, evaluate_sr, psnr
 from ginr_common.fourier import make_grid
 from ginr_common.flow import FlowConfig, flow_matching_loss
 from ginr_common.model import GINRConfig, config_dict, load_checkpoint, model_for, save_checkpoint
@@ -205,8 +205,6 @@ def validate(model, cfg, datasets):
     validation crops, or for the flow model the PSNR on the unobserved pixels of one 10-step
     Heun sample (fixed masks and noise) of the first 64 validation images."""
     if isinstance(cfg.model, FlowConfig):
-        from ginr_common.evaluate import evaluate_sparse
-
         val = datasets["val"]
         images = torch.stack([val[i][0] for i in range(min(64, len(val)))])
         return evaluate_sparse(model, images, k=1, steps=10)["model_sample"]["psnr_unobserved"]

@@ -137,14 +137,14 @@ def attention_figure(model, image, query=(0.5, 0.5)):
     return fig
 
 
+@torch.no_grad()
 def render_grid(model, image, sizes=(32, 64, 128)):
-    """The same latent decoded at several resolutions."""
+    """The same latent (encoded once) decoded at several resolutions."""
     z = model.encode(image[None])
     fig, axes = plt.subplots(1, len(sizes), figsize=(2.6 * len(sizes), 2.8))
-    with torch.no_grad():
-        for ax, s in zip(axes, sizes):
-            out = model.decode(z, make_grid((s, s), device=image.device), images=image[None])
-            _show(ax, out[0].t().reshape(-1, s, s), f"{s}x{s}")
+    for ax, s in zip(axes, sizes):
+        out = model.decode(z, make_grid((s, s), device=image.device), images=image[None])
+        _show(ax, out[0].t().reshape(-1, s, s), f"{s}x{s}")
     fig.tight_layout()
     return fig
 
