@@ -1,17 +1,24 @@
 """ginr_common: the package behind the Mamba-GINR notebooks.
 
-scan (selective scan) <- mamba (Mamba, BiMamba, encoder blocks) <- encoder (tokenizer + LPs + stack);
-fourier and tokens are leaves.
+Dependencies flow one way: scan <- mamba <- encoder <- model / flow <- checkpoints <- configs
+<- tasks <- train / evaluate; fourier, tokens, metrics, baselines, inputs and data are leaves;
+decoders depend on fourier (and the transformer block for SCENT's latent processor); viz depends
+on metrics.
 """
+from ginr_common.checkpoints import load_checkpoint, save_checkpoint
+from ginr_common.decoders import LAINRConfig, SCENTConfig
 from ginr_common.encoder import MambaEncoder, PatchTokenizer
+from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures, make_grid
 from ginr_common.mamba import BiMamba, BiMambaStack, EncoderBlock, Mamba
+from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR
 from ginr_common.scan import selective_scan, selective_scan_ref
 from ginr_common.tokens import ImplicitSequentialBias, SequentialBiasVisualization, lp_diversity
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
-    "BiMamba", "BiMambaStack", "EncoderBlock", "FourierFeatures", "GaussianFourierFeatures",
-    "ImplicitSequentialBias", "Mamba", "MambaEncoder", "PatchTokenizer", "SequentialBiasVisualization",
-    "lp_diversity", "make_grid", "selective_scan", "selective_scan_ref",
+    "BiMamba", "BiMambaStack", "EncoderBlock", "FlowConfig", "FourierFeatures", "GINRConfig",
+    "GaussianFourierFeatures", "ImplicitSequentialBias", "LAINRConfig", "Mamba", "MambaEncoder", "MambaGINR",
+    "PatchTokenizer", "SCENTConfig", "SequentialBiasVisualization", "SimpleMambaGINR", "SparseFieldFlow",
+    "load_checkpoint", "lp_diversity", "make_grid", "save_checkpoint", "selective_scan", "selective_scan_ref",
 ]

@@ -10,6 +10,7 @@ import pickle
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
@@ -37,7 +38,7 @@ def _photographs(name):
     return [torch.from_numpy(im[..., :3].copy()).permute(2, 0, 1).float() / 255 for im in imgs]
 
 
-def _resize(x, size):
+def resize(x, size):
     """Antialiased bicubic resize of (B, C, H, W), clamped to [0, 1]."""
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
@@ -57,13 +58,13 @@ def build_photo_set(names, train=False):
         for img in _photographs(name):
             H, W = img.shape[1:]
             for s in TILE_SCALES:
-                small = _resize(img[None], (H // s, W // s))[0]
+                small = resize(img[None], (H // s, W // s))[0]
                 tiles.append(_tiles(small, TILE, TILE_STRIDE))
             for s in HR_TRAIN_SCALES if train else (1,):
-                src = img if s == 1 else _resize(img[None], (H // s, W // s))[0]
+                src = img if s == 1 else resize(img[None], (H // s, W // s))[0]
                 hr.append(_tiles(src, HR_SIZE, HR_TRAIN_STRIDE if train else HR_SIZE))
     hr = torch.cat(hr)
-    lr = _resize(hr, (HR_SIZE // HR_SCALE,) * 2)
+    lr = resize(hr, (HR_SIZE // HR_SCALE,) * 2)
     q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731  stored as 8-bit images
     return dict(tiles=q(torch.cat(tiles)), hr=q(hr), lr=q(lr))
 
@@ -211,6 +212,23 @@ def sparse_masks(ids, num_pixels, frac=0.2, seed=42, supervise="disjoint"):
     return torch.stack(obs), torch.stack(sup)
 
 
+def dataset_identity(dataset, name, split):
+    """What a run trained on: {name, split, n (images), sha256 of the images' content}. A resume
+    compares it with the checkpoint's, so a changed data set is never silently continued."""
+    h = hashlib.sha256()
+    images = getattr(dataset, "images", None)
+    base = getattr(dataset, "dataset", None)
+    if torch.is_tensor(images):
+        h.update(images.contiguous().numpy().tobytes())
+    elif isinstance(dataset, Subset) and hasattr(base, "data"):
+        h.update(np.ascontiguousarray(base.data).tobytes())
+        h.update(np.asarray(dataset.indices, dtype=np.int64).tobytes())
+    else:
+        for i in range(len(dataset)):
+            h.update(dataset[i][0].contiguous().numpy().tobytes())
+    return {"name": name, "split": split, "n": len(dataset), "sha256": h.hexdigest()}
+
+
 def take_rows(x, idx):
     """Per-batch row selection: x (B, N, C), idx (B, K) long -> (B, K, C)."""
     return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
@@ -222,6 +240,6 @@ def load_sr_pairs(split="test", root=DATA_DIR):
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["augment", "cifar10_available", "sparse_masks", "take_rows",
+__all__ = ["augment", "cifar10_available", "dataset_identity", "resize", "sparse_masks", "take_rows",
            "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

@@ -1,9 +1,13 @@
 """Decoders: LP latents (B, M, D) + query coordinates (B, Q, d) -> values (B, Q, C).
 
-Queries never attend to each other, so memory is linear in the number of queries. Every decoder
-takes ``lp_coords`` (M, d), the coordinate each LP stands for, used by the optional locality bias.
+Each decoder is built from its typed config (``LAINRConfig``, ``SCENTConfig``; the ``kind``
+field names the decoder in ``DECODERS``). Queries never attend to each other, so memory is
+linear in the number of queries. Every decoder takes ``lp_coords`` (M, d), the coordinate each
+LP stands for, used by the optional locality bias.
 """
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,13 +18,71 @@ from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures
 from ginr_common.transformer import TransformerStack  # the optional latent processor of SCENT
 
 
-def query_features(coord_dim, features="fourier", n_freqs=16, max_freq=32, sigma=10.0, learnable=False):
-    """Fourier features of the query: ``fourier`` (fixed log-spaced) or ``gaussian`` (random)."""
-    if features == "fourier":
-        return FourierFeatures(coord_dim, n_freqs, max_freq=max_freq)
-    if features == "gaussian":
-        return GaussianFourierFeatures(coord_dim, n_freqs, sigma=sigma, learnable=learnable)
-    raise ValueError(f"features must be 'fourier' or 'gaussian', got {features!r}")
+@dataclass
+class LAINRConfig:
+    """The LAINR decoder: query features -> cross-attention to the LPs -> ResidualBlocks -> head."""
+    kind: str = "lainr"
+    hidden: int = 256
+    n_blocks: int = 3
+    heads: int = 2
+    features: str = "fourier"     # "fourier": fixed log-spaced up to max_freq; "gaussian": B ~ N(0, sigma^2)
+    n_freqs: int = 16
+    max_freq: float = 32.0
+    sigma: float = 10.0
+    learnable_freqs: bool = False
+    locality: bool = False        # the 2-D locality bias on the attention logits
+    lp_grid: int = 16             # its distance unit: 1 / lp_grid of the image
+
+    def __post_init__(self):
+        _check_decoder_config(self)
+
+
+@dataclass
+class SCENTConfig:
+    """The SCENT-style decoder: n_blocks x [pre-norm cross-attention with a skip, GEGLU]."""
+    kind: str = "scent"
+    hidden: int = 256
+    n_blocks: int = 2
+    heads: int = 4
+    latent_blocks: int = 0        # self-attention blocks over the latents, once per decode
+    features: str = "gaussian"
+    n_freqs: int = 64
+    max_freq: float = 32.0
+    sigma: float = 10.0
+    learnable_freqs: bool = False
+    locality: bool = False
+    lp_grid: int = 16
+
+    def __post_init__(self):
+        _check_decoder_config(self)
+
+
+def _check_decoder_config(c):
+    if c.features not in ("fourier", "gaussian"):
+        raise ValueError(f"features must be 'fourier' or 'gaussian', got {c.features!r}")
+    if c.hidden % c.heads:
+        raise ValueError(f"hidden={c.hidden} must be divisible by heads={c.heads}")
+
+
+def decoder_config(d):
+    """A decoder config from a dict with its ``kind`` (a checkpoint's stored form), or as given."""
+    if not isinstance(d, dict):
+        return d
+    kind = d.get("kind")
+    if kind not in DECODER_CONFIGS:
+        raise ValueError(f"decoder kind must be one of {sorted(DECODER_CONFIGS)}, got {kind!r}")
+    names = {f.name for f in dataclasses.fields(DECODER_CONFIGS[kind])}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {kind} decoder option(s) {unknown}; known: {sorted(names)}")
+    return DECODER_CONFIGS[kind](**d)
+
+
+def query_features(coord_dim, c):
+    """Fourier features of the query for a decoder config: fixed log-spaced or Gaussian random."""
+    if c.features == "fourier":
+        return FourierFeatures(coord_dim, c.n_freqs, max_freq=c.max_freq)
+    return GaussianFourierFeatures(coord_dim, c.n_freqs, sigma=c.sigma, learnable=c.learnable_freqs)
 
 
 class LocalityBias(nn.Module):
@@ -84,15 +146,15 @@ class LAINRDecoder(nn.Module):
     to the next). Frequencies far above it alias on the training grid and become noise between
     pixels at larger renders. ``features="gaussian"``: n_freqs random frequencies B ~ N(0, sigma^2)."""
 
-    def __init__(self, latent_dim, coord_dim=2, out_dim=3, hidden=256, n_freqs=16, max_freq=32, heads=2,
-                 n_blocks=3, features="fourier", sigma=10.0, learnable_freqs=False, locality=False, lp_grid=16):
+    def __init__(self, config: LAINRConfig, *, latent_dim, coord_dim=2, out_dim=3):
         super().__init__()
-        self.ff = query_features(coord_dim, features, n_freqs, max_freq, sigma, learnable_freqs)
-        self.embed = nn.Linear(self.ff.out_dim, hidden)
-        self.attn = CrossAttention(hidden, latent_dim, heads)
-        self.locality = LocalityBias(heads, lp_grid) if locality else None
-        self.blocks = nn.Sequential(*[ResidualBlock(hidden, 2 * hidden) for _ in range(n_blocks)])
-        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
+        self.config = c = config
+        self.ff = query_features(coord_dim, c)
+        self.embed = nn.Linear(self.ff.out_dim, c.hidden)
+        self.attn = CrossAttention(c.hidden, latent_dim, c.heads)
+        self.locality = LocalityBias(c.heads, c.lp_grid) if c.locality else None
+        self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
 
     def forward(self, latents, coords, lp_coords=None, return_attention=False):
         h = self.embed(self.ff(coords))
@@ -121,19 +183,18 @@ class SCENTDecoder(nn.Module):
     ``latent_blocks`` self-attention blocks over the latents (M tokens, once per decode). Queries
     never attend to each other."""
 
-    def __init__(self, latent_dim, coord_dim=2, out_dim=3, hidden=256, n_freqs=64, max_freq=32, heads=4,
-                 n_blocks=2, latent_blocks=0, features="gaussian", sigma=10.0, learnable_freqs=False,
-                 locality=False, lp_grid=16):
+    def __init__(self, config: SCENTConfig, *, latent_dim, coord_dim=2, out_dim=3):
         super().__init__()
-        self.ff = query_features(coord_dim, features, n_freqs, max_freq, sigma, learnable_freqs)
-        self.embed = nn.Linear(self.ff.out_dim, hidden)
-        self.latent_proc = TransformerStack(latent_dim, latent_blocks) if latent_blocks else None
-        self.norm_q = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_blocks))
-        self.norm_kv = nn.ModuleList(nn.LayerNorm(latent_dim) for _ in range(n_blocks))
-        self.attn = nn.ModuleList(CrossAttention(hidden, latent_dim, heads) for _ in range(n_blocks))
-        self.ff_blocks = nn.ModuleList(GEGLU(hidden) for _ in range(n_blocks))
-        self.locality = LocalityBias(heads, lp_grid) if locality else None
-        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
+        self.config = c = config
+        self.ff = query_features(coord_dim, c)
+        self.embed = nn.Linear(self.ff.out_dim, c.hidden)
+        self.latent_proc = TransformerStack(latent_dim, c.latent_blocks) if c.latent_blocks else None
+        self.norm_q = nn.ModuleList(nn.LayerNorm(c.hidden) for _ in range(c.n_blocks))
+        self.norm_kv = nn.ModuleList(nn.LayerNorm(latent_dim) for _ in range(c.n_blocks))
+        self.attn = nn.ModuleList(CrossAttention(c.hidden, latent_dim, c.heads) for _ in range(c.n_blocks))
+        self.ff_blocks = nn.ModuleList(GEGLU(c.hidden) for _ in range(c.n_blocks))
+        self.locality = LocalityBias(c.heads, c.lp_grid) if c.locality else None
+        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
 
     def forward(self, latents, coords, lp_coords=None, return_attention=False):
         if self.latent_proc is not None:
@@ -159,3 +220,9 @@ def _bias(locality, coords, lp_coords):
 
 
 DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder}
+DECODER_CONFIGS = {"lainr": LAINRConfig, "scent": SCENTConfig}
+
+
+def build_decoder(config, *, latent_dim, coord_dim, out_dim):
+    """The decoder of a typed decoder config."""
+    return DECODERS[config.kind](config, latent_dim=latent_dim, coord_dim=coord_dim, out_dim=out_dim)

@@ -22,7 +22,7 @@ class PatchTokenizer(nn.Module):
     (pixel-centre convention, axis order). ``forward`` embeds tokens to ``dim`` and adds a
     projection of a fixed Fourier encoding of the patch centres, kept as a buffer."""
 
-    def __init__(self, input_size, patch_size, in_channels, dim, n_freqs=8):
+    def __init__(self, input_size, patch_size, in_channels, *, dim, n_freqs=8):
         super().__init__()
         nd = len(input_size) if not isinstance(input_size, int) else 2
         self.input_size = _as_tuple(input_size, nd, "input_size")
@@ -62,14 +62,15 @@ class PatchTokenizer(nn.Module):
 class MambaEncoder(nn.Module):
     """Images (B, C, H, W) or volumes (B, C, D, H, W) -> LP latents (B, num_lp, dim)."""
 
-    def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, dim=256, depth=6, num_lp=64,
+    def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, *, dim=256, depth=6, num_lp=64,
                  lp_type="equidistant", n_group=2, lp_init="sinusoidal", n_freqs=8, combine="mean",
                  d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba"):
         super().__init__()
         if mixer not in ("bimamba", "transformer"):
             raise ValueError(f"mixer must be 'bimamba' or 'transformer' (the baseline), got {mixer!r}")
-        self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim, n_freqs)
-        self.lp = ImplicitSequentialBias(num_lp, dim, self.tokenizer.num_patches, lp_type, n_group, lp_init)
+        self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim=dim, n_freqs=n_freqs)
+        self.lp = ImplicitSequentialBias(num_lp, dim, self.tokenizer.num_patches, type=lp_type, n_group=n_group,
+                                         init=lp_init)
         if mixer == "transformer":
             self.stack = TransformerStack(dim, depth)
         else:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ginr_common.decoders import CrossAttention
 from ginr_common.fourier import FourierFeatures
+from ginr_common.inputs import as_coords, as_unit_range
 from ginr_common.mamba import BiMambaStack
 from ginr_common.tokens import ImplicitSequentialBias
 
@@ -56,6 +57,14 @@ def cell_index(coords, size):
     cell = torch.minimum((coords * s).floor().long().clamp(min=0), s - 1)
     strides = torch.tensor([math.prod(size[i + 1:]) for i in range(len(size))], device=coords.device)
     return (cell * strides).sum(-1)
+
+
+def coordinate_noise(coords, size, channels, generator=None):
+    """x0 at coords (B, Q, d): one N(0, 1) value per channel and cell of the ``size`` grid, read by
+    the nearest cell, so every resolution sees the same noise field for one generator state."""
+    z = torch.randn(coords.shape[0], math.prod(size), channels, generator=generator).to(coords.device, coords.dtype)
+    idx = cell_index(coords, size)
+    return z.gather(1, idx[..., None].expand(-1, -1, channels))
 
 
 def timestep_embedding(t, dim):
@@ -94,7 +103,7 @@ class SparseFieldFlow(nn.Module):
         d, C = len(c.input_size), c.in_channels
         self.ff = FourierFeatures(d, c.coord_freqs, max_freq=c.max_freq)
         self.obs_embed = nn.Linear(self.ff.out_dim + C, c.dim)
-        self.lp = ImplicitSequentialBias(c.num_lp, c.dim, None, "equidistant")
+        self.lp = ImplicitSequentialBias(c.num_lp, c.dim, None, type="equidistant")
         self.stack = BiMambaStack(c.dim, c.depth, d_state=c.d_state)
         self.q_embed = nn.Linear(self.ff.out_dim + C, c.hidden)
         self.t_embed = nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden))
@@ -105,15 +114,19 @@ class SparseFieldFlow(nn.Module):
     # ------------------------------------------------------------------ encoder
     def _check(self, coords, values=None, what="coords"):
         d, C = len(self.config.input_size), self.config.in_channels
-        if coords.dim() != 3 or coords.shape[-1] != d:
-            raise ValueError(f"{what} must be (B, N, {d}) pixel-centre coordinates in [0, 1], got {tuple(coords.shape)}")
+        if not torch.is_tensor(coords) or coords.dim() != 3 or coords.shape[-1] != d:
+            shape = tuple(coords.shape) if torch.is_tensor(coords) else type(coords).__name__
+            raise ValueError(f"{what} must be (B, N, {d}) pixel-centre coordinates in [0, 1], got {shape}")
         if values is not None and values.shape != (*coords.shape[:2], C):
             raise ValueError(f"values must be (B, N, {C}) matching coords {tuple(coords.shape)}, got {tuple(values.shape)}")
+        dtype = self.obs_embed.weight.dtype
+        return as_coords(coords, d, what, dtype), values
 
     def encode(self, obs_coords, obs_values):
         """Observations (B, N, d) coordinates and (B, N, C) values in [0, 1] -> memory
         (B, M [+ N], dim): the encoded LPs (and the encoded observations with ``attend_obs``)."""
-        self._check(obs_coords, obs_values, "obs_coords")
+        obs_coords, _ = self._check(obs_coords, obs_values, "obs_coords")
+        obs_values = as_unit_range(obs_values, "obs_values", obs_coords.dtype)
         order = cell_index(obs_coords, self.config.input_size).argsort(dim=1)  # raster order
         gather = lambda x: x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
         coords, values = gather(obs_coords), gather(obs_values)
@@ -126,7 +139,7 @@ class SparseFieldFlow(nn.Module):
     def velocity(self, memory, coords, x_t, t):
         """Velocity (B, Q, C) at queries coords (B, Q, d) with noisy values x_t (B, Q, C) at time
         t (B,) or scalar, in chunks of ``config.query_chunk`` queries."""
-        self._check(coords, x_t, "query coords")
+        coords, _ = self._check(coords, x_t, "query coords")
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).expand(x_t.shape[0])
         temb = self.t_embed(timestep_embedding(t, self.config.hidden))
         n = self.config.query_chunk
@@ -146,10 +159,7 @@ class SparseFieldFlow(nn.Module):
     def noise(self, coords, generator=None):
         """x0 at coords (B, Q, d): one N(0, 1) value per channel and base-grid cell, read by the
         nearest cell, so every resolution sees the same noise field."""
-        B, C, size = coords.shape[0], self.config.in_channels, self.config.input_size
-        z = torch.randn(B, math.prod(size), C, generator=generator).to(coords.device, coords.dtype)
-        idx = cell_index(coords, size)
-        return z.gather(1, idx[..., None].expand(-1, -1, C))
+        return coordinate_noise(coords, self.config.input_size, self.config.in_channels, generator)
 
     @torch.no_grad()
     def sample(self, obs_coords, obs_values, query_coords, steps=50, solver="heun", generator=None,
@@ -161,7 +171,7 @@ class SparseFieldFlow(nn.Module):
             raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self._check(query_coords, what="query_coords")
+        query_coords, _ = self._check(query_coords, what="query_coords")
         memory = self.encode(obs_coords, obs_values)   # once per sample, not per step
         x0 = self.noise(query_coords, generator)
         known = None
@@ -193,13 +203,12 @@ class SparseFieldFlow(nn.Module):
         return xs.mean(0), xs.std(0)
 
 
-def flow_matching_loss(model, noise, obs_coords, obs_values, query_coords, targets, generator=None):
-    """Flow-matching MSE with t ~ U(0, 1), x0 = noise(query_coords, generator), x1 = the targets
-    mapped to [-1, 1], target velocity x1 - x0. ``model`` is the module to call (DDP-wrapped or
-    not), ``noise`` its noise function. Returns (loss, the one-step estimate of the targets in
-    [0, 1]: x_t + (1 - t) v, for a progress PSNR)."""
-    t = torch.rand(targets.shape[0], generator=generator).to(targets.device)[:, None, None]
-    x0 = noise(query_coords, generator)
+def flow_matching_loss(model, obs_coords, obs_values, query_coords, targets, x0, t):
+    """Flow-matching MSE at times t (B,) from noise x0 (B, Q, C) to x1 = the targets mapped to
+    [-1, 1]: x_t = (1 - t) x0 + t x1, target velocity x1 - x0. ``model`` is the module to call
+    (DDP-wrapped or not). Returns (loss, the one-step estimate of the targets in [0, 1]:
+    x_t + (1 - t) v, for a progress PSNR)."""
+    t = t.to(targets.device, targets.dtype)[:, None, None]
     x1 = 2 * targets - 1
     x_t = (1 - t) * x0 + t * x1
     v = model(obs_coords, obs_values, query_coords, x_t, t[:, 0, 0])

@@ -1,5 +1,7 @@
 """Coordinate grids and Fourier features. Every frequency is a buffer or a parameter, so a
-checkpoint always reloads the exact frequencies it was trained with."""
+checkpoint always reloads the exact frequencies it was trained with. Features are computed in
+float32 (float64 for float64 coordinates) also under autocast: in bfloat16 a phase of a few
+hundred radians loses its fractional part, and sin/cos become noise."""
 import math
 
 import torch
@@ -32,9 +34,11 @@ class FourierFeatures(nn.Module):
     def forward(self, coords):
         if coords.shape[-1] != self.in_dim:
             raise ValueError(f"coords must end in {self.in_dim} dims, got shape {tuple(coords.shape)}")
-        x = (coords[..., None] * self.freqs.to(coords.dtype)).flatten(-2)
-        feats = [torch.sin(x), torch.cos(x)]
-        return torch.cat(([coords] if self.include_input else []) + feats, dim=-1)
+        with torch.autocast(coords.device.type, enabled=False):
+            coords = _full_precision(coords)
+            x = (coords[..., None] * self.freqs.to(coords.dtype)).flatten(-2)
+            feats = [torch.sin(x), torch.cos(x)]
+            return torch.cat(([coords] if self.include_input else []) + feats, dim=-1)
 
 
 class GaussianFourierFeatures(nn.Module):
@@ -55,5 +59,11 @@ class GaussianFourierFeatures(nn.Module):
     def forward(self, coords):
         if coords.shape[-1] != self.in_dim:
             raise ValueError(f"coords must end in {self.in_dim} dims, got shape {tuple(coords.shape)}")
-        x = 2 * math.pi * coords @ self.B.to(coords.dtype).t()
-        return torch.cat([torch.sin(x), torch.cos(x)], dim=-1)
+        with torch.autocast(coords.device.type, enabled=False):
+            coords = _full_precision(coords)
+            x = 2 * math.pi * coords @ self.B.to(coords.dtype).t()
+            return torch.cat([torch.sin(x), torch.cos(x)], dim=-1)
+
+
+def _full_precision(coords):
+    return coords if coords.dtype == torch.float64 else coords.float()

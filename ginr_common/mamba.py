@@ -72,10 +72,14 @@ class Mamba(nn.Module):
 
 class BiMamba(nn.Module):
     """A forward Mamba and a Mamba over the flipped sequence (flipped back), combined by
-    ``mean`` (the research default), ``add``, or ``concat`` (then projected back to d_model)."""
+    ``mean`` (the research default), ``add``, or ``concat`` (then projected back to d_model).
+    The width is ``d_model`` (as in mamba_ssm) or, equivalently, ``dim``."""
 
-    def __init__(self, d_model, combine="mean", **mamba_kwargs):
+    def __init__(self, d_model=None, *, dim=None, combine="mean", **mamba_kwargs):
         super().__init__()
+        if (d_model is None) == (dim is None):
+            raise TypeError(f"BiMamba needs its width as d_model= or dim= (one of them), got d_model={d_model}, dim={dim}")
+        d_model = d_model if d_model is not None else dim
         if combine not in ("mean", "add", "concat"):
             raise ValueError(f"combine must be 'mean', 'add' or 'concat', got {combine!r}")
         self.combine = combine
@@ -96,7 +100,7 @@ class BiMamba(nn.Module):
 class EncoderBlock(nn.Module):
     """Pre-norm residual block: x + mixer(norm(x)), then x + MLP(norm(x)) with a 4x GELU MLP."""
 
-    def __init__(self, dim, mixer, mlp_ratio=4):
+    def __init__(self, dim, mixer, *, mlp_ratio=4):
         super().__init__()
         self.norm1, self.mixer = nn.LayerNorm(dim), mixer
         self.norm2 = nn.LayerNorm(dim)
@@ -110,10 +114,10 @@ class EncoderBlock(nn.Module):
 class BiMambaStack(nn.Module):
     """depth x EncoderBlock(BiMamba), then a final LayerNorm (the residual adds are in the blocks)."""
 
-    def __init__(self, dim, depth, combine="mean", mlp_ratio=4, **mamba_kwargs):
+    def __init__(self, dim, depth, *, combine="mean", mlp_ratio=4, **mamba_kwargs):
         super().__init__()
         self.blocks = nn.ModuleList(
-            EncoderBlock(dim, BiMamba(dim, combine=combine, **mamba_kwargs), mlp_ratio) for _ in range(depth))
+            EncoderBlock(dim, BiMamba(dim, combine=combine, **mamba_kwargs), mlp_ratio=mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x):

@@ -1,26 +1,22 @@
-"""MambaGINR: encoder + pluggable decoder, with encode / decode / render; SimpleMambaGINR (the
-quick-start API); checkpoints that rebuild the model from the stored config alone."""
-import dataclasses
-import os
+"""MambaGINR: patch tokens + LPs through a BiMamba encoder, and a decoder that reads the LP
+latents at any coordinates (encode / decode / render); SimpleMambaGINR, the quick-start API."""
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ginr_common.decoders import DECODERS
+from ginr_common.baselines import sample_bicubic
+from ginr_common.decoders import LAINRConfig, SCENTConfig, build_decoder, decoder_config
 from ginr_common.encoder import MambaEncoder
-from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.fourier import make_grid
+from ginr_common.inputs import as_coords, as_unit_range
 from ginr_common.mamba import BiMambaStack
 from ginr_common.tokens import ImplicitSequentialBias
-
-CHECKPOINT_FORMAT = "ginr-checkpoint-v1"
 
 
 @dataclass
 class GINRConfig:
+    """One MambaGINR model: the encoder's fields, then a typed decoder config."""
     name: str = "standard_fourier"
     input_size: tuple = (32, 32)
     in_channels: int = 3
@@ -34,44 +30,52 @@ class GINRConfig:
     combine: str = "mean"
     d_state: int = 16
     token_freqs: int = 8
-    decoder: str = "lainr"
-    decoder_kwargs: dict = field(default_factory=lambda: dict(hidden=512, n_freqs=32, max_freq=32, heads=2, n_blocks=3))
-    query_chunk: int = 16384
     mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
+    decoder: LAINRConfig | SCENTConfig = field(default_factory=LAINRConfig)
     input_skip: bool = False    # decode a residual over bicubic interpolation of the input (needs images)
+    query_chunk: int = 16384
 
     def __post_init__(self):
         self.input_size = tuple(self.input_size)
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {self.decoder!r}")
+        self.decoder = decoder_config(self.decoder)
+        if not isinstance(self.decoder, (LAINRConfig, SCENTConfig)):
+            raise TypeError(f"decoder must be a LAINRConfig or SCENTConfig, got {type(self.decoder).__name__}")
 
 
 class MambaGINR(nn.Module):
+    """``encode`` images (B, C, *S) in [0, 1] -> LP latents; ``decode`` latents at coordinates;
+    ``render`` on a pixel grid of any size; ``forward(images, coords)`` = decode(encode(images))."""
+
     def __init__(self, config: GINRConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = MambaEncoder(c.input_size, c.in_channels, c.patch_size, c.dim, c.depth, c.num_lp,
-                                    c.lp_type, c.n_group, c.lp_init, c.token_freqs, c.combine, c.d_state,
-                                    mixer=c.mixer)
-        self.decoder = DECODERS[c.decoder](c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels,
-                                           **c.decoder_kwargs)
+        self.encoder = MambaEncoder(c.input_size, c.in_channels, c.patch_size, dim=c.dim, depth=c.depth,
+                                    num_lp=c.num_lp, lp_type=c.lp_type, n_group=c.n_group, lp_init=c.lp_init,
+                                    n_freqs=c.token_freqs, combine=c.combine, d_state=c.d_state, mixer=c.mixer)
+        self.decoder = build_decoder(c.decoder, latent_dim=c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels)
         self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d)
 
+    @property
+    def dtype(self):
+        return self.encoder.lp.lps.dtype
+
     def encode(self, images):
-        """(B, C, *S) in [0, 1] -> latents (B, M, dim)."""
-        return self.encoder(images)
+        """(B, C, *S) in [0, 1] (any float dtype) -> latents (B, M, dim). NaN/inf or values
+        outside [0, 1] raise ValueError."""
+        return self.encoder(as_unit_range(images, "images", self.dtype))
 
     def decode(self, latents, coords, images=None, **kw):
-        """latents (B, M, dim); coords (Q, d) shared or (B, Q, d) per image, pixel centres in [0, 1]
-        in axis order -> (B, Q, C). Queries are decoded in chunks of ``config.query_chunk``.
-        With ``config.input_skip`` the decoder's output is a residual added to the bicubic
-        interpolation of ``images`` (the encoder's input) at the queries, which must be given."""
+        """latents (B, M, dim); coords (Q, d) shared or (B, Q, d) per image, pixel centres
+        (i + 0.5) / S in [0, 1] in axis order (outside [0, 1] the field is extrapolated)
+        -> (B, Q, C). Queries are decoded in chunks of ``config.query_chunk``. With
+        ``config.input_skip`` the output is a residual added to the bicubic interpolation of
+        ``images`` (the encoder's input) at the queries, which must then be given."""
         d = len(self.config.input_size)
+        coords = as_coords(coords, d, "coords", latents.dtype)
         if coords.dim() == 2:
             coords = coords.expand(latents.shape[0], -1, -1)
         if coords.dim() != 3 or coords.shape[0] != latents.shape[0] or coords.shape[-1] != d:
             raise ValueError(f"coords must be (Q, {d}) or (B={latents.shape[0]}, Q, {d}), got {tuple(coords.shape)}")
-        coords = coords.to(latents.dtype)
         n = self.config.query_chunk
         parts = [self.decoder(latents, coords[:, i:i + n], lp_coords=self.lp_coords, **kw)
                  for i in range(0, coords.shape[1], n)]
@@ -80,7 +84,7 @@ class MambaGINR(nn.Module):
         if self.config.input_skip:
             if images is None:
                 raise ValueError("this model (input_skip=True) decodes a residual over its input: pass images=")
-            out = out + sample_bicubic(images.to(out.dtype), coords)
+            out = out + sample_bicubic(as_unit_range(images, "images", out.dtype), coords)
         return (out, w) if w is not None else out
 
     def render(self, images, size):
@@ -93,28 +97,24 @@ class MambaGINR(nn.Module):
         return self.decode(self.encode(images), coords, images=images)
 
 
-def sample_bicubic(images, coords):
-    """Bicubic interpolation of images (B, C, H, W) at pixel-centre coordinates (B, Q, 2) in axis
-    order (y, x) -> (B, Q, C); the same kernel and convention as the bicubic baseline."""
-    if images.dim() != 4 or coords.shape[-1] != 2:
-        raise ValueError(f"input_skip works on 2-D images (B, C, H, W) with (B, Q, 2) coords, got "
-                         f"{tuple(images.shape)} and {tuple(coords.shape)}")
-    grid = (coords.flip(-1) * 2 - 1)[:, :, None]          # grid_sample wants (x, y) in [-1, 1]
-    out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
-    return out[..., 0].transpose(1, 2)
-
-
 class SimpleMambaGINR(nn.Module):
-    """The quick-start API: ``model(input_features (B, N, input_dim), coords (B, Q, k))`` ->
-    (B, Q, output_dim); ``model.tokenize(images)`` -> per-pixel features (B, H*W, C)."""
+    """The quick-start API: ``model(input_features (B, N, input_dim), coords (B, Q, k) or (Q, k))``
+    -> (B, Q, output_dim); ``model.tokenize(images)`` -> per-pixel features (B, H*W, C).
 
-    def __init__(self, input_dim=3, hidden_dim=256, output_dim=3, num_lp=32, mamba_depth=4, coord_dim=2,
+    ``coord_dim=None`` (the default) accepts 1-, 2- or 3-D coordinates (an image or a volume):
+    the decoder is built for 3-D and missing axes read as 0. Pass ``coord_dim=k`` for exactly k."""
+
+    MAX_COORD_DIM = 3
+
+    def __init__(self, input_dim=3, hidden_dim=256, output_dim=3, num_lp=32, mamba_depth=4, *, coord_dim=None,
                  lp_type="equidistant"):
         super().__init__()
+        self.coord_dim = coord_dim
         self.embed = nn.Linear(input_dim, hidden_dim)
-        self.lp = ImplicitSequentialBias(num_lp, hidden_dim, None, lp_type)
+        self.lp = ImplicitSequentialBias(num_lp, hidden_dim, None, type=lp_type)
         self.stack = BiMambaStack(hidden_dim, mamba_depth)
-        self.decoder = DECODERS["lainr"](hidden_dim, coord_dim, output_dim, hidden=hidden_dim)
+        self.decoder = build_decoder(LAINRConfig(hidden=hidden_dim), latent_dim=hidden_dim,
+                                     coord_dim=coord_dim or self.MAX_COORD_DIM, out_dim=output_dim)
 
     @property
     def lps(self):
@@ -122,80 +122,21 @@ class SimpleMambaGINR(nn.Module):
 
     @staticmethod
     def tokenize(images):
+        """Images (B, C, *S) -> per-pixel features (B, prod(S), C)."""
         return images.flatten(2).transpose(1, 2)
 
     def forward(self, input_features, coords):
         latents = self.lp.extract_lp_tokens(self.stack(self.lp.add_lp(self.embed(input_features))))
+        k = coords.shape[-1]
+        coords = as_coords(coords, k, "coords", latents.dtype)
+        if self.coord_dim is not None and k != self.coord_dim:
+            raise ValueError(f"this model was built with coord_dim={self.coord_dim}, got {k}-D coords; build it with "
+                             f"coord_dim={k}, or coord_dim=None for any of 1-{self.MAX_COORD_DIM} dims")
+        if self.coord_dim is None:
+            if not 1 <= k <= self.MAX_COORD_DIM:
+                raise ValueError(f"coords must have 1 to {self.MAX_COORD_DIM} dims with coord_dim=None, got {k}; "
+                                 f"pass SimpleMambaGINR(..., coord_dim={k})")
+            coords = torch.nn.functional.pad(coords, (0, self.MAX_COORD_DIM - k))
         if coords.dim() == 2:
             coords = coords.expand(latents.shape[0], -1, -1)
         return self.decoder(latents, coords)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-MODEL_FAMILIES = {"ginr": (GINRConfig, MambaGINR), "flow": (FlowConfig, SparseFieldFlow)}
-
-
-def model_for(config):
-    """The model of a config dataclass (GINRConfig -> MambaGINR, FlowConfig -> SparseFieldFlow)."""
-    for cfg_cls, model_cls in MODEL_FAMILIES.values():
-        if isinstance(config, cfg_cls):
-            return model_cls(config)
-    raise TypeError(f"config must be one of {[c.__name__ for c, _ in MODEL_FAMILIES.values()]}, got {type(config).__name__}")
-
-
-def build_model(config_dict):
-    d = dict(config_dict)
-    family = d.pop("family", "ginr")
-    if family not in MODEL_FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_FAMILIES)}")
-    cfg_cls, model_cls = MODEL_FAMILIES[family]
-    return model_cls(cfg_cls(**d))
-
-
-def config_dict(model):
-    family = next(k for k, (_, m) in MODEL_FAMILIES.items() if isinstance(model, m))
-    d = dataclasses.asdict(model.config)
-    return {"family": family, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
-
-
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path, model, train_state=None, **extra):
-    """Write {format, config, model (state dict), train_state, ...} atomically."""
-    model = getattr(model, "module", model)  # unwrap DDP
-    atomic_save({"format": CHECKPOINT_FORMAT, "config": config_dict(model), "model": model.state_dict(),
-                 "train_state": train_state or {}, **extra}, path)
-
-
-def load_checkpoint(path, map_location=None):
-    """(model rebuilt from the stored config, checkpoint dict). Raises ValueError on a truncated
-    or corrupt file, a file that is not a checkpoint, or a config that does not match the weights."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt or "model" not in ckpt:
-        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a MAMBA-GINR checkpoint: expected a dict with format="
-                         f"{CHECKPOINT_FORMAT!r}, 'config' and 'model'; got {keys}")
-    model = build_model(ckpt["config"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: the stored config does not match the stored weights: {e}") from e
-    if map_location is not None:
-        model.to(map_location)
-    return model, ckpt

@@ -64,7 +64,7 @@ class ImplicitSequentialBias(nn.Module):
     """``add_lp`` (B, N, D) -> (B, N+M, D); ``extract_lp_tokens`` (B, N+M, D) -> (B, M, D).
     ``input_len=None`` accepts any N (the index list is then made per length)."""
 
-    def __init__(self, num_lp, dim, input_len, type="equidistant", n_group=2, init="sinusoidal"):
+    def __init__(self, num_lp, dim, input_len=None, *, type="equidistant", n_group=2, init="sinusoidal"):
         super().__init__()
         idx = lp_placement(input_len or 0, num_lp, type, n_group)  # validates
         if init not in ("sinusoidal", "normal"):

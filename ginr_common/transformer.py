@@ -28,7 +28,7 @@ class TransformerStack(nn.Module):
     def __init__(self, dim, depth, heads=None, mlp_ratio=4):
         super().__init__()
         heads = heads or max(1, dim // 32)
-        self.blocks = nn.ModuleList(EncoderBlock(dim, SelfAttention(dim, heads), mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(EncoderBlock(dim, SelfAttention(dim, heads), mlp_ratio=mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x):

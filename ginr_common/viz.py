@@ -3,7 +3,7 @@ Figure (shown inline in Jupyter; ``fig.savefig`` to keep it). Nothing here selec
 import matplotlib.pyplot as plt
 import torch
 
-from ginr_common.evaluate import psnr
+from ginr_common.metrics import psnr
 from ginr_common.fourier import make_grid
 from ginr_common.tokens import lp_diversity
 

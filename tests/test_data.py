@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ginr_common.data import (PHOTO_SPLITS, _resize, build_photo_set, load_cifar10, load_dataset, load_photos,
+from ginr_common.data import (PHOTO_SPLITS, resize, build_photo_set, load_cifar10, load_dataset, load_photos,
                               load_sr_pairs, photo_fingerprint)
 
 
@@ -22,7 +22,7 @@ def test_photo_set_is_deterministic_and_well_formed():
         assert s["tiles"].dtype == torch.uint8 and s["tiles"].shape[1:] == (3, 32, 32) and len(s["tiles"]) > 20
         assert s["hr"].shape[1:] == (3, 128, 128) and s["lr"].shape == (len(s["hr"]), 3, 32, 32)
     lr, hr = load_sr_pairs("test")
-    assert torch.allclose(lr, _resize(hr, (32, 32)), atol=1 / 255 + 1e-6)  # LR = antialiased downsample of HR
+    assert torch.allclose(lr, resize(hr, (32, 32)), atol=1 / 255 + 1e-6)  # LR = antialiased downsample of HR
     ds = load_dataset("photos")
     x, _ = ds["train"][0]
     assert x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1

@@ -118,7 +118,7 @@ def test_metrics():
 
 
 def test_sr_batches_are_reproducible_and_supervise_hr(seed):
-    from ginr_common.data import ImageTensorDataset, _resize
+    from ginr_common.data import ImageTensorDataset, resize
     from ginr_common.fourier import make_grid
     from ginr_common.train import batch_indices, make_batch
 
@@ -130,7 +130,7 @@ def test_sr_batches_are_reproducible_and_supervise_hr(seed):
         assert all(torch.equal(x, y) for x, y in zip(a[:3], b[:3]))  # a pure function of the step
         images, queries, target, n_lr = a
         hr = torch.stack([ds[i][0] for i in batch_indices(step, len(ds), cfg.batch_size, cfg.seed)])
-        assert torch.equal(images, _resize(hr, (32, 32))) and n_lr == 32 * 32
+        assert torch.equal(images, resize(hr, (32, 32))) and n_lr == 32 * 32
         assert queries.shape == (cfg.batch_size, n_lr + cfg.sr_queries, 2) == target.shape[:2] + (2,)
         # LR part: the input's own pixels, at pixel centres shifted by one offset for the batch
         assert torch.equal(target[:, :n_lr], images.flatten(2).transpose(1, 2))
@@ -142,7 +142,7 @@ def test_sr_batches_are_reproducible_and_supervise_hr(seed):
         assert len(scale) == 1
         s = scale[0]
         idx = ((hq * 32 * s - 0.5).round().long() * torch.tensor([32 * s, 1])).sum(-1)
-        hr_s = hr if s == 4 else _resize(hr, (32 * s, 32 * s))
+        hr_s = hr if s == 4 else resize(hr, (32 * s, 32 * s))
         assert torch.allclose(target[:, n_lr:], hr_s.flatten(2).transpose(1, 2)[:, idx])
         assert len(set(idx.tolist())) == cfg.sr_queries
 

@@ -1,0 +1,43 @@
+"""Classical baselines, all on the pixel-centre convention of ``fourier.make_grid`` (a leaf).
+
+- ``bicubic``: bicubic upsampling of an image to a size (align_corners=False), clamped.
+- ``sample_bicubic``: the same bicubic kernel read at arbitrary coordinates.
+- ``interpolate_sparse``: scattered-data interpolation (scipy's griddata) of observed pixels.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.interpolate import griddata
+
+
+def bicubic(images, size):
+    """Bicubic resize of (B, C, H, W) to ``size`` with the pixel-centre convention, clamped to [0, 1]."""
+    return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def sample_bicubic(images, coords):
+    """Bicubic interpolation of images (B, C, H, W) at pixel-centre coordinates (B, Q, 2) in axis
+    order (y, x) -> (B, Q, C); the same kernel and convention as ``bicubic``."""
+    if images.dim() != 4 or coords.dim() != 3 or coords.shape[-1] != 2:
+        raise ValueError(f"sample_bicubic works on 2-D images (B, C, H, W) with (B, Q, 2) coords, got "
+                         f"{tuple(images.shape)} and {tuple(coords.shape)}")
+    grid = (coords.flip(-1) * 2 - 1)[:, :, None]          # grid_sample wants (x, y) in [-1, 1]
+    out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
+
+
+def interpolate_sparse(obs_coords, obs_values, query_coords, method="linear"):
+    """Scattered-data interpolation per image: obs (B, N, d) / (B, N, C), queries (B, Q, d) ->
+    (B, Q, C) clamped to [0, 1]. ``nearest`` or ``linear`` (outside the observations' convex hull,
+    where linear is undefined, nearest fills in)."""
+    if method not in ("nearest", "linear"):
+        raise ValueError(f"method must be 'nearest' or 'linear', got {method!r}")
+    out = []
+    for oc, ov, qc in zip(obs_coords.double().cpu().numpy(), obs_values.double().cpu().numpy(),
+                          query_coords.double().cpu().numpy()):
+        v = griddata(oc, ov, qc, method=method)
+        if method == "linear":
+            hole = np.isnan(v).any(-1)
+            v[hole] = griddata(oc, ov, qc[hole], method="nearest")
+        out.append(torch.from_numpy(v).float())
+    return torch.stack(out).clamp(0, 1)

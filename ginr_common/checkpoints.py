@@ -1,0 +1,117 @@
+"""Checkpoints: one registry of model families, atomic save, and load that rebuilds any model
+from its stored config alone (``torch.load(weights_only=True)``: no pickled code).
+
+A checkpoint is a dict {format, config, model (state dict), train_state, ...}; the training
+loop adds the full training config and the identity of its data.
+"""
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from ginr_common.flow import FlowConfig, SparseFieldFlow
+from ginr_common.model import GINRConfig, MambaGINR
+
+CHECKPOINT_FORMAT = "ginr-checkpoint-v1"
+MODEL_FAMILIES = {"ginr": (GINRConfig, MambaGINR), "flow": (FlowConfig, SparseFieldFlow)}
+
+
+def model_for(config):
+    """The model of a config dataclass (GINRConfig -> MambaGINR, FlowConfig -> SparseFieldFlow)."""
+    for cfg_cls, model_cls in MODEL_FAMILIES.values():
+        if isinstance(config, cfg_cls):
+            return model_cls(config)
+    raise TypeError(f"config must be one of {[c.__name__ for c, _ in MODEL_FAMILIES.values()]}, "
+                    f"got {type(config).__name__}")
+
+
+def _upgrade(d):
+    """Configs stored before decoders had typed configs: decoder="lainr" + decoder_kwargs={...}."""
+    if "decoder_kwargs" in d:
+        d["decoder"] = {"kind": d["decoder"], **d.pop("decoder_kwargs")}
+    return d
+
+
+def config_from_dict(d):
+    """The config dataclass of a stored config dict (with its ``family``)."""
+    d = _upgrade(dict(d))
+    family = d.pop("family", "ginr")
+    if family not in MODEL_FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_FAMILIES)}")
+    cfg_cls = MODEL_FAMILIES[family][0]
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"stored {family} config has fields this version does not know: {unknown}")
+    return cfg_cls(**d)
+
+
+def build_model(config_dict):
+    """A fresh model from a stored config dict."""
+    return model_for(config_from_dict(config_dict))
+
+
+def plain(obj):
+    """A dataclass (nested ones included) as JSON-ready dicts and lists."""
+    def conv(x):
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [conv(v) for v in x]
+        return x
+    return conv(dataclasses.asdict(obj))
+
+
+def config_dict(model):
+    """{"family": ..., **the model's config} in plain types."""
+    family = next((k for k, (_, m) in MODEL_FAMILIES.items() if isinstance(model, m)), None)
+    if family is None:
+        raise TypeError(f"not a model of a known family: {type(model).__name__}")
+    return {"family": family, **plain(model.config)}
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, model, train_state=None, **extra):
+    """Write {format, config, model (state dict), train_state, ...} atomically."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    atomic_save({"format": CHECKPOINT_FORMAT, "config": config_dict(model), "model": model.state_dict(),
+                 "train_state": train_state or {}, **extra}, path)
+
+
+def load_checkpoint(path, map_location=None):
+    """(model rebuilt from the stored config, checkpoint dict). Raises ValueError on a truncated
+    or corrupt file, a file that is not a checkpoint, or a config that does not match the weights."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt or "model" not in ckpt:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a MAMBA-GINR checkpoint: expected a dict with format="
+                         f"{CHECKPOINT_FORMAT!r}, 'config' and 'model'; got {keys}")
+    try:
+        model = build_model(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: cannot rebuild its model from the stored config: {e}") from e
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the stored config does not match the stored weights: {e}") from e
+    if map_location is not None:
+        model.to(map_location)
+    return model, ckpt

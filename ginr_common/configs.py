@@ -1,0 +1,182 @@
+"""Every training configuration, one literal per (config, profile) pair.
+
+Configs: ``standard_fourier`` (notebook 1), ``gaussian_fourier`` (notebook 2), ``scent``
+(notebook 3), ``flow_sparse`` (notebook 4). Profiles: ``smoke`` (seconds: CI and the notebooks
+under nbval), ``cpu`` (about ten minutes on two CPU cores), ``full`` (the reference
+configuration's hyperparameters for a GPU: patch 2, width 256, depth 6, 40 epochs of 45k CIFAR-10
+images at batch 64 with 5 warm-up epochs; flow: lr 1e-4, 100 epochs).
+
+    python -m ginr_common.train --config scent --profile cpu --print-config
+
+prints one of them resolved. ``get_config`` returns a copy to edit.
+"""
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ginr_common.checkpoints import config_from_dict, plain
+from ginr_common.decoders import LAINRConfig, SCENTConfig
+from ginr_common.flow import FlowConfig
+from ginr_common.model import GINRConfig
+
+TASK_NAMES = ("recon", "sr", "sparse_flow")
+
+
+@dataclass
+class TrainConfig:
+    task: str = "recon"         # recon | sr | sparse_flow: see ginr_common/tasks/
+    model: GINRConfig | FlowConfig = field(default_factory=GINRConfig)
+    steps: int = 1000
+    batch_size: int = 32        # global batch; each of N processes takes batch_size / N
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    val_every: int = 100
+    ckpt_every: int = 100
+    seed: int = 0
+    augment: bool = False       # random flips / 90-degree rotations / channel orders of each image
+    jitter: float = 0.0         # std (in input pixels) of a fresh Gaussian offset per batch on training queries
+    sr_scales: tuple = ()       # sr: HR targets at input_size * s for s drawn from these
+    sr_queries: int = 1024      # sr: HR pixels supervised per image and step (random subset)
+    mask_redraw: bool = True    # sparse_flow: fresh masks every step, all unobserved pixels supervised
+                                # (False: fixed per-image masks, a disjoint 20% supervised)
+
+    def __post_init__(self):
+        self.sr_scales = tuple(self.sr_scales)
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
+        if isinstance(self.model, dict):
+            raise TypeError("model must be a GINRConfig or FlowConfig, not a dict")
+        if (self.task == "sparse_flow") != isinstance(self.model, FlowConfig):
+            raise ValueError(f"task {self.task!r} does not fit a {type(self.model).__name__}: "
+                             "sparse_flow trains a FlowConfig, recon and sr a GINRConfig")
+
+
+PROFILES = {
+    # notebook 1: fixed log-spaced query features up to the 32-grid's Nyquist rate, reconstruction
+    "standard_fourier": {
+        "smoke": TrainConfig(
+            task="recon",
+            model=GINRConfig(name="standard_fourier", dim=32, depth=1, num_lp=16, d_state=8,
+                             decoder=LAINRConfig(hidden=64, n_blocks=1, heads=2, features="fourier",
+                                                 n_freqs=16, max_freq=32)),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10),
+        "cpu": TrainConfig(
+            task="recon",
+            model=GINRConfig(name="standard_fourier", dim=64, depth=2, num_lp=128, d_state=16,
+                             decoder=LAINRConfig(hidden=128, n_blocks=2, heads=2, features="fourier",
+                                                 n_freqs=16, max_freq=32)),
+            steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True),
+        "full": TrainConfig(
+            task="recon",
+            model=GINRConfig(name="standard_fourier", dim=256, depth=6, num_lp=256, d_state=16,
+                             decoder=LAINRConfig(hidden=512, n_blocks=3, heads=2, features="fourier",
+                                                 n_freqs=16, max_freq=32)),
+            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703),
+    },
+    # notebook 2: Gaussian random features, a residual over bicubic, HR supervision at x2-x4, jitter
+    "gaussian_fourier": {
+        "smoke": TrainConfig(
+            task="sr",
+            model=GINRConfig(name="gaussian_fourier", dim=32, depth=1, num_lp=16, d_state=8, input_skip=True,
+                             decoder=LAINRConfig(hidden=64, n_blocks=1, heads=2, features="gaussian",
+                                                 n_freqs=64, sigma=8.0)),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10,
+            jitter=1 / 6, sr_scales=(2, 3, 4), sr_queries=1024),
+        "cpu": TrainConfig(
+            task="sr",
+            model=GINRConfig(name="gaussian_fourier", dim=64, depth=2, num_lp=128, d_state=16, input_skip=True,
+                             decoder=LAINRConfig(hidden=128, n_blocks=2, heads=2, features="gaussian",
+                                                 n_freqs=64, sigma=8.0)),
+            steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
+            jitter=1 / 6, sr_scales=(2, 3, 4), sr_queries=1024),
+        "full": TrainConfig(
+            task="sr",
+            model=GINRConfig(name="gaussian_fourier", dim=256, depth=6, num_lp=256, d_state=16, input_skip=True,
+                             decoder=LAINRConfig(hidden=512, n_blocks=3, heads=2, features="gaussian",
+                                                 n_freqs=64, sigma=8.0)),
+            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703,
+            jitter=1 / 6, sr_scales=(2, 3, 4), sr_queries=1024),
+    },
+    # notebook 3: SCENT-style decoder with a 2-D locality bias, reconstruction like notebook 1
+    "scent": {
+        "smoke": TrainConfig(
+            task="recon",
+            model=GINRConfig(name="scent", dim=32, depth=1, num_lp=16, d_state=8,
+                             decoder=SCENTConfig(hidden=64, n_blocks=1, heads=4, features="gaussian",
+                                                 n_freqs=64, sigma=8.0, locality=True)),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10, jitter=1 / 6),
+        "cpu": TrainConfig(
+            task="recon",
+            model=GINRConfig(name="scent", dim=64, depth=2, num_lp=128, d_state=16,
+                             decoder=SCENTConfig(hidden=128, n_blocks=2, heads=4, features="gaussian",
+                                                 n_freqs=64, sigma=8.0, locality=True)),
+            steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
+            jitter=1 / 6),
+        "full": TrainConfig(
+            task="recon",
+            model=GINRConfig(name="scent", dim=256, depth=6, num_lp=256, d_state=16,
+                             decoder=SCENTConfig(hidden=512, n_blocks=3, heads=4, features="gaussian",
+                                                 n_freqs=64, sigma=8.0, locality=True)),
+            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, jitter=1 / 6),
+    },
+    # notebook 4: flow matching from 20% of the pixels; the cpu profile's 800 steps take ~10 min
+    "flow_sparse": {
+        "smoke": TrainConfig(
+            task="sparse_flow",
+            model=FlowConfig(name="flow_sparse", dim=32, depth=1, num_lp=16, d_state=8, hidden=64, n_blocks=1),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10),
+        "cpu": TrainConfig(
+            task="sparse_flow",
+            model=FlowConfig(name="flow_sparse", dim=64, depth=2, num_lp=32, d_state=16, hidden=128, n_blocks=3),
+            steps=800, batch_size=16, lr=1e-3, warmup_steps=50, val_every=200, ckpt_every=200, augment=True),
+        "full": TrainConfig(
+            task="sparse_flow",
+            model=FlowConfig(name="flow_sparse", dim=256, depth=6, num_lp=128, d_state=16, hidden=512, n_blocks=6),
+            steps=70_300, batch_size=64, lr=1e-4, warmup_steps=3_515, val_every=703, ckpt_every=703),
+    },
+}
+
+
+def get_config(name, profile):
+    """A copy of the TrainConfig of (config, profile), to edit freely."""
+    if name not in PROFILES:
+        raise ValueError(f"config must be one of {sorted(PROFILES)}, got {name!r}")
+    if profile not in PROFILES[name]:
+        raise ValueError(f"profile must be one of {sorted(PROFILES[name])}, got {profile!r}")
+    return copy.deepcopy(PROFILES[name][profile])
+
+
+def default_profile():
+    """GINR_PROFILE if set, else full on CUDA and cpu otherwise."""
+    return os.environ.get("GINR_PROFILE") or ("full" if torch.cuda.is_available() else "cpu")
+
+
+def config_json(cfg):
+    """The resolved training config as indented JSON."""
+    return json.dumps(plain(cfg), indent=2)
+
+
+def run_name(cfg, data="photos"):
+    """A folder name for a run: the model's name and a hash of (full training config, data), so
+    editing any setting gives a new folder and never resumes a different run."""
+    h = hashlib.sha256((json.dumps(plain(cfg), sort_keys=True) + data).encode()).hexdigest()[:8]
+    return f"{cfg.model.name}-{h}"
+
+
+def train_config_from_checkpoint(ckpt):
+    """The TrainConfig a checkpoint was trained with (its model config rebuilt from the stored one).
+    Checkpoints that recorded no task get it from their model family and settings."""
+    stored = dict(ckpt.get("train_config") or {})
+    stored.pop("model", None)
+    model = config_from_dict(ckpt["config"])
+    if "task" not in stored:
+        stored["task"] = "sparse_flow" if isinstance(model, FlowConfig) else "sr" if stored.get("sr_scales") else "recon"
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(model=model, **{k: v for k, v in stored.items() if k in known})

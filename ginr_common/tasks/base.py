@@ -1,0 +1,74 @@
+"""The task seam: what differs between reconstruction, super-resolution and sparse-field flow
+matching. The training loop (``ginr_common.train.fit``) calls only these methods.
+
+A task is built from a TrainConfig. ``batch(train_set, step)`` returns the *global* batch at a
+step as a dict of tensors whose first axis is the image (a pure function of the seed and the
+step, so a resume or a run on N processes sees the same data); the loop gives each process its
+rows ``[rank::world]``. ``loss(net, batch)`` returns (loss, a per-step PSNR for the progress
+bar); ``validate`` the model-selection number on the validation split (higher is better);
+``evaluate`` the full test-split evaluation with its figure, written to a folder.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+from ginr_common.data import augment
+
+
+class Task:
+    name = ""
+    train_split = "train"        # the entry of load_dataset(...) it trains on
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def check_data(self, datasets, data):
+        """Raise ValueError when ``datasets`` (from load_dataset(data)) lacks what the task needs."""
+        for split in (self.train_split, "val"):
+            if split not in datasets:
+                raise ValueError(f"task {self.name!r} needs the {split!r} split, which the {data!r} data "
+                                 f"does not have (it has {sorted(datasets)})")
+
+    def batch(self, train_set, step):
+        raise NotImplementedError
+
+    def loss(self, net, batch):
+        raise NotImplementedError
+
+    def validate(self, model, datasets):
+        raise NotImplementedError
+
+    def evaluate(self, model, datasets, out, progress=True, **options):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared by the tasks
+    def images(self, train_set, step):
+        """(the global batch's images at ``step``, augmented when cfg.augment; the step's generator;
+        their dataset indices)."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + step * 1009)
+        idx = batch_indices(step, len(train_set), self.cfg.batch_size, self.cfg.seed)
+        images = torch.stack([train_set[i][0] for i in idx])
+        return (augment(images, g) if self.cfg.augment else images), g, idx
+
+
+def batch_indices(step, n, batch_size, seed):
+    """Dataset indices of the global batch at ``step``: a pure function of its arguments (a fresh
+    seeded permutation each epoch)."""
+    per_epoch = n // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size={batch_size} is larger than the training set ({n} images)")
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return perm[k * batch_size:(k + 1) * batch_size].tolist()
+
+
+def shard(batch, rank, world):
+    """This process's rows of a global batch."""
+    return {k: v[rank::world] for k, v in batch.items()} if world > 1 else batch
+
+
+def write_json(obj, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
