@@ -1,21 +1,25 @@
+import dataclasses
+import math
+
 import pytest
 import torch
 
-from ginr_common.decoders import DECODERS, LocalityBias, SCENTDecoder
+from ginr_common.checkpoints import load_checkpoint, save_checkpoint
+from ginr_common.decoders import DECODERS, LAINRConfig, LocalityBias, SCENTConfig, SCENTDecoder, build_decoder
 from ginr_common.fourier import make_grid
-from ginr_common.model import GINRConfig, MambaGINR, load_checkpoint, save_checkpoint
+from ginr_common.model import GINRConfig, MambaGINR
 
 SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4)
 DEC = {
-    "lainr": dict(hidden=32, n_freqs=8, heads=2, n_blocks=1, features="gaussian", sigma=6.0, locality=True),
-    "scent": dict(hidden=32, n_freqs=8, heads=4, n_blocks=2, latent_blocks=1, locality=True),
+    "lainr": LAINRConfig(hidden=32, n_freqs=8, heads=2, n_blocks=1, features="gaussian", sigma=6.0, locality=True),
+    "scent": SCENTConfig(hidden=32, n_freqs=8, heads=4, n_blocks=2, latent_blocks=1, locality=True),
 }
 
 
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
 def test_locality_bias_is_resolution_independent(decoder, seed):
     """Decoding a 64-grid and subsampling it equals decoding the subsampled coordinates."""
-    model = MambaGINR(GINRConfig(**SMALL, decoder=decoder, decoder_kwargs=DEC[decoder])).eval()
+    model = MambaGINR(GINRConfig(**SMALL, decoder=DEC[decoder])).eval()
     with torch.no_grad():
         z = model.encode(torch.rand(2, 3, 32, 32))
         fine = model.decode(z, make_grid((64, 64))).reshape(2, 64, 64, 3)
@@ -41,7 +45,7 @@ def test_locality_bias_is_2d_distance_in_float64(seed):
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
 def test_queries_do_not_interact(decoder, seed):
     """A query's value does not depend on which other queries are decoded with it."""
-    dec = DECODERS[decoder](16, **DEC[decoder]).eval()
+    dec = build_decoder(DEC[decoder], latent_dim=16, coord_dim=2, out_dim=3).eval()
     z, lp = torch.randn(2, 8, 16), torch.rand(8, 2)
     q = torch.rand(2, 20, 2)
     with torch.no_grad():
@@ -51,7 +55,7 @@ def test_queries_do_not_interact(decoder, seed):
 
 
 def test_scent_attention_weights_and_state(tmp_path, seed):
-    model = MambaGINR(GINRConfig(**SMALL, decoder="scent", decoder_kwargs=DEC["scent"]))
+    model = MambaGINR(GINRConfig(**SMALL, decoder=DEC["scent"]))
     assert isinstance(model.decoder, SCENTDecoder) and model.decoder.latent_proc is not None
     z = model.encode(torch.rand(1, 3, 32, 32))
     out, w = model.decode(z, make_grid((4, 4)), return_attention=True)
@@ -66,8 +70,34 @@ def test_scent_attention_weights_and_state(tmp_path, seed):
 
 
 def test_locality_needs_lp_coords_and_bad_features(seed):
-    dec = DECODERS["lainr"](16, **DEC["lainr"])
+    dec = build_decoder(DEC["lainr"], latent_dim=16, coord_dim=2, out_dim=3)
     with pytest.raises(ValueError, match="lp_coords"):
         dec(torch.randn(1, 8, 16), torch.rand(1, 3, 2))
     with pytest.raises(ValueError, match="features must be"):
-        DECODERS["scent"](16, features="wavelet")
+        SCENTConfig(features="wavelet")
+    with pytest.raises(ValueError, match="unknown scent decoder option"):
+        GINRConfig(decoder={"kind": "scent", "hiden": 3})
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_locality_bias_concentrates_attention_near_the_query(decoder, seed):
+    """Measured, not restated: with the bias on, most of a query's attention mass falls on the LPs
+    within 1.5 lattice cells of it; with the bias off the same decoder spreads its mass about in
+    proportion to how many LPs are near."""
+    lattice = make_grid((8, 8))                                   # 64 LPs on an 8x8 lattice
+    z = torch.randn(2, 64, 16)
+    q = torch.rand(2, 50, 2) * 0.75 + 0.125                       # queries away from the border
+    near = ((q[:, :, None] - lattice).norm(dim=-1) * 8 < 1.5)     # (B, Q, M)
+
+    def mass(locality):
+        cfg = dataclasses.replace(DEC[decoder], locality=locality, lp_grid=8)
+        dec = build_decoder(cfg, latent_dim=16, coord_dim=2, out_dim=3).eval()
+        if locality:
+            dec.locality.log_w.data.fill_(math.log(3.0))
+        with torch.no_grad():
+            _, w = dec(z, q, lp_coords=lattice, return_attention=True)   # (B, heads, Q, M)
+        return (w * near[:, None]).sum(-1).mean().item()
+
+    share = near.float().sum(-1).mean().item() / 64               # fraction of LPs that are near
+    assert mass(True) > 0.9, mass(True)
+    assert mass(False) < 3 * share < 0.5, (mass(False), share)

@@ -29,8 +29,8 @@ def test_patchify_2d_and_3d_match_explicit_loops(seed):
 
 def test_tokenizer_errors():
     with pytest.raises(ValueError, match=r"\(30, 32\) is not divisible by patch size \(4, 4\)"):
-        PatchTokenizer((30, 32), 4, 3, 8)
-    tok = PatchTokenizer((8, 8), 2, 3, 8)
+        PatchTokenizer((30, 32), 4, 3, dim=8)
+    tok = PatchTokenizer((8, 8), 2, 3, dim=8)
     with pytest.raises(ValueError, match=r"expected input \(B, 3, 8, 8\)"):
         tok(torch.randn(1, 3, 8, 9))
 
@@ -76,3 +76,18 @@ def test_fourier_features(seed):
     assert isinstance(GaussianFourierFeatures(2, 4, learnable=True).B, torch.nn.Parameter)
     with pytest.raises(ValueError, match="end in 2 dims"):
         ff(torch.rand(3, 3))
+
+
+def test_fourier_features_stay_float32_under_autocast(seed):
+    """Under bfloat16 autocast the phases (up to hundreds of radians) would lose their fraction."""
+    coords = torch.rand(4, 500, 2)
+    for ff in (FourierFeatures(2, 16, max_freq=32), GaussianFourierFeatures(2, 64, sigma=8.0)):
+        ref = ff(coords)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = ff(coords)
+            out_bf16_in = ff(coords.bfloat16())
+        assert out.dtype == torch.float32
+        assert (out - ref).abs().max() < 1e-5
+        # bfloat16 coordinates carry their own rounding; the features are still computed in float32
+        assert out_bf16_in.dtype == torch.float32
+        assert torch.allclose(out_bf16_in, ff(coords.bfloat16().float()), atol=1e-5)

@@ -2,10 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR, load_checkpoint, save_checkpoint
+from ginr_common.checkpoints import load_checkpoint, save_checkpoint
+from ginr_common.decoders import LAINRConfig
 from ginr_common.fourier import make_grid
+from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR
 
-SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, decoder_kwargs=dict(hidden=32, n_freqs=4, heads=2, n_blocks=1))
+SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, decoder=LAINRConfig(hidden=32, n_freqs=4, heads=2, n_blocks=1))
 
 
 def small_model(**kw):
@@ -94,7 +96,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, seed):
 
 
 def test_input_skip_is_a_residual_over_the_bicubic_baseline(seed):
-    from ginr_common.model import sample_bicubic
+    from ginr_common.baselines import sample_bicubic
 
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     for s in (32, 64, 96):  # the same kernel and pixel-centre convention as the bicubic baseline
@@ -108,3 +110,43 @@ def test_input_skip_is_a_residual_over_the_bicubic_baseline(seed):
     assert torch.allclose(model.render(img, 64), F.interpolate(img, size=(64, 64), mode="bicubic"), atol=1e-5)
     with pytest.raises(ValueError, match="pass images="):
         model.decode(model.encode(img), make_grid((4, 4)))
+
+
+def test_checkpoints_with_the_older_decoder_kwargs_still_load(tmp_path, seed):
+    """Checkpoints written before decoders had typed configs (decoder="lainr", decoder_kwargs={...})."""
+    m = small_model()
+    save_checkpoint(tmp_path / "m.pt", m)
+    old = torch.load(tmp_path / "m.pt", weights_only=True)
+    dec = old["config"].pop("decoder")
+    old["config"]["decoder"], old["config"]["decoder_kwargs"] = dec.pop("kind"), dec
+    torch.save(old, tmp_path / "old.pt")
+    again, _ = load_checkpoint(tmp_path / "old.pt")
+    assert again.config.decoder == m.config.decoder
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(again.render(x, 16), m.render(x, 16))
+    old["config"]["decoder_kwargs"]["hiden"] = 3
+    torch.save(old, tmp_path / "typo.pt")
+    with pytest.raises(ValueError, match="cannot rebuild its model.*hiden"):
+        load_checkpoint(tmp_path / "typo.pt")
+
+
+def test_bad_inputs_are_answered_with_clear_errors(seed):
+    m = small_model().eval()
+    x = torch.rand(1, 3, 32, 32)
+    nan = x.clone()
+    nan[0, 1, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="images must be finite"):
+        m.render(nan, 32)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\].*255"):
+        m.render(x * 255, 32)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        m.render(x - 0.5, 32)
+    with pytest.raises(TypeError, match="uint8"):
+        m.render((x * 255).to(torch.uint8), 32)
+    with torch.no_grad():   # float64 images are cast, not a dtype error deep inside
+        assert torch.allclose(m.render(x.double(), 32), m.render(x, 32))
+        lat = m.encode(x)
+        with pytest.raises(ValueError, match="coords must be finite"):
+            m.decode(lat, torch.tensor([[0.5, float("nan")]]))
+        # outside [0, 1] is extrapolation: finite values, no error
+        assert torch.isfinite(m.decode(lat, torch.tensor([[-0.2, 1.3]]))).all()

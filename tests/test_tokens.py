@@ -13,8 +13,8 @@ def test_quickstart_pattern(capsys):
 
 def test_placements():
     assert lp_placement(64, 16) == list(range(0, 80, 5))  # architecture.md's data-flow example
-    assert ImplicitSequentialBias(4, 8, 16, "middle").visualize_placement() == "_" * 8 + "LLLL" + "_" * 8
-    s = ImplicitSequentialBias(6, 8, 18, "n_group", n_group=2).visualize_placement()
+    assert ImplicitSequentialBias(4, 8, 16, type="middle").visualize_placement() == "_" * 8 + "LLLL" + "_" * 8
+    s = ImplicitSequentialBias(6, 8, 18, type="n_group", n_group=2).visualize_placement()
     assert s == "LL______LL______LL______"
 
 

@@ -1,5 +1,7 @@
-"""Training engine: smoke run, exact resume after a hard kill, NaN stop, DDP with 2 gloo processes,
-evaluation reproducing the recorded metrics."""
+"""The training loop and the CLI pair: every config trains and evaluates from the command line,
+kill-and-resume is exact for every config, a resume never continues a different run, a NaN loss
+stops, and DDP on two processes equals one process with the same global batch."""
+import copy
 import json
 import os
 import subprocess
@@ -8,103 +10,162 @@ import sys
 import pytest
 import torch
 
-from ginr_common.evaluate import evaluate_reconstruction, psnr, ssim
-from ginr_common.model import load_checkpoint
-from ginr_common.train import batch_indices, fit, get_config, lr_factor
+from ginr_common.checkpoints import load_checkpoint, model_for
+from ginr_common.configs import PROFILES, get_config, run_name, train_config_from_checkpoint
+from ginr_common.data import ImageTensorDataset, load_dataset, resize
+from ginr_common.fourier import make_grid
+from ginr_common.metrics import psnr, ssim
+from ginr_common.tasks import batch_indices, make_task, shard
+from ginr_common.train import fit, lr_factor
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GINR_TEST_THREADS": "1"}
+CONFIGS = sorted(PROFILES)
+
+# a run that SIGKILLs itself after step argv[3] (0: never), resuming what is in argv[2]
+KILLABLE = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from ginr_common.configs import get_config
+from ginr_common.train import fit
+kill_at = int(sys.argv[3])
+fit(get_config(sys.argv[1], "smoke"), out=sys.argv[2], resume=True, progress=False,
+    on_step=lambda step, record: step == kill_at and os.kill(os.getpid(), signal.SIGKILL))
+"""
 
 
-def cli(*args, env=None, check=True):
-    r = subprocess.run([sys.executable, "-m", "ginr_common.train", "--profile", "smoke", *args],
-                       capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=600)
+def run(*args, module="ginr_common.train", check=True, launcher=()):
+    r = subprocess.run([sys.executable, *launcher, "-m", module, *args], capture_output=True, text=True, env=ENV,
+                       timeout=600)
     if check:
-        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.returncode == 0, r.stderr[-3000:]
     return r
 
 
-def test_schedule_and_batches():
+def test_schedule_batches_and_shards():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(55, 10, 100) == pytest.approx(0.5) and lr_factor(100, 10, 100) == pytest.approx(0.0)
     b = batch_indices(3, 100, 8, seed=0)
     assert b == batch_indices(3, 100, 8, seed=0) and len(set(b)) == 8
-    shards = [batch_indices(3, 100, 8, 0, r, 2) for r in range(2)]
-    assert sorted(shards[0] + shards[1]) == sorted(b) and not set(shards[0]) & set(shards[1])
+    assert batch_indices(3 + 100 // 8, 100, 8, seed=0) != b          # a fresh permutation each epoch
+    batch = {"x": torch.arange(8)[:, None], "y": torch.arange(8)}
+    parts = [shard(batch, r, 2) for r in range(2)]
+    assert sorted(torch.cat([p["y"] for p in parts]).tolist()) == list(range(8))
+    assert torch.equal(parts[1]["x"][:, 0], parts[1]["y"])
 
 
-def test_smoke_training_learns_and_writes_everything(tmp_path):
-    cli("--out", str(tmp_path), "--steps", "40")
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cli_trains_and_evaluates_every_config(name, tmp_path):
+    run("--config", name, "--profile", "smoke", "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["steps"] == 40 and m["best_step"] in (10, 20, 30, 40)
+    assert m["steps"] == 20 and m["config"] == name and m["best_step"] in (10, 20)
     first, last = m["history"][0]["loss"], sum(h["loss"] for h in m["history"][-5:]) / 5
-    assert last < 0.7 * first, (first, last)
+    assert last < first, (first, last)
     model, ckpt = load_checkpoint(tmp_path / "best.pt")
-    from ginr_common.data import load_dataset
-
-    val = evaluate_reconstruction(model, load_dataset("photos")["val"], with_ssim=False)
-    assert val["psnr"] == pytest.approx(m["best_val_psnr"], abs=1e-4)  # evaluation reproduces training's number
-    r = subprocess.run([sys.executable, "-m", "ginr_common.evaluate", "--checkpoint", str(tmp_path / "best.pt"),
-                        "--sizes", "64", "128"], capture_output=True, text=True, env=ENV, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = train_config_from_checkpoint(ckpt)
+    assert cfg == get_config(name, "smoke")
+    # the checkpoint reproduces the validation number training recorded
+    assert make_task(cfg).validate(model, load_dataset("photos")) == pytest.approx(m["best_val_psnr"], abs=1e-4)
+    extra = ["--n-images", "4", "--k", "2", "--steps", "2"] if name == "flow_sparse" else []
+    run("--checkpoint", str(tmp_path / "best.pt"), *extra, module="ginr_common.evaluate")
     ev = json.loads((tmp_path / "eval.json").read_text())
-    assert set(ev["super_resolution"]) == {"64", "128"} and ev["test"]["n"] > 0
-    assert (tmp_path / "sr.png").stat().st_size > 10_000
+    if name == "flow_sparse":
+        assert {"free", "hold_known", "zero_shot"} <= set(ev) and {"64", "96", "128"} == set(ev["zero_shot"])
+        assert (tmp_path / "sparse.png").stat().st_size > 10_000
+    else:
+        assert set(ev["super_resolution"]) == {"64", "128"} and ev["test"]["n"] > 0
+        assert (tmp_path / "sr.png").stat().st_size > 10_000
 
 
-def test_resume_after_hard_kill_matches_uninterrupted_run(tmp_path):
-    cli("--out", str(tmp_path / "a"))
-    r = cli("--out", str(tmp_path / "b"), env={"GINR_KILL_AFTER_STEP": "13"}, check=False)
-    assert r.returncode != 0  # killed
+def test_print_config_shows_the_resolved_configuration():
+    r = run("--config", "scent", "--profile", "cpu", "--print-config")
+    shown = json.loads(r.stdout)
+    assert shown["model"]["decoder"]["kind"] == "scent" and shown["steps"] == get_config("scent", "cpu").steps
+    assert shown["task"] == "recon" and shown["model"]["decoder"]["locality"] is True
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_resume_after_hard_kill_matches_uninterrupted_run(name, tmp_path):
+    def go(folder, kill_at):
+        return subprocess.run([sys.executable, "-c", KILLABLE, name, str(tmp_path / folder), str(kill_at)],
+                              capture_output=True, text=True, env=ENV, timeout=600)
+
+    assert go("a", 0).returncode == 0
+    assert go("b", 13).returncode == -9                       # killed after step 13
     _, mid = load_checkpoint(tmp_path / "b" / "last.pt")
-    assert mid["train_state"]["step"] == 10
-    cli("--out", str(tmp_path / "b"), "--resume")
+    assert mid["train_state"]["step"] == 10                    # the last save before the kill
+    r = go("b", 0)
+    assert r.returncode == 0, r.stderr[-2000:]
     a, ca = load_checkpoint(tmp_path / "a" / "last.pt")
     b, cb = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ca["train_state"]["step"] == cb["train_state"]["step"] == 20
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+    assert ca["train_state"]["history"] == cb["train_state"]["history"]
+
+
+def test_resume_refuses_a_different_run_naming_the_fields(tmp_path):
+    cfg = get_config("standard_fourier", "smoke")
+    cfg.steps = 10
+    data = load_dataset("photos")
+    fit(cfg, out=tmp_path, datasets=data, progress=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        fit(cfg, out=tmp_path, datasets=data, progress=False)
+    other = get_config("standard_fourier", "smoke")
+    other.steps, other.lr = 12, 5e-4
+    with pytest.raises(ValueError, match=r"(?s)different run.*train\.lr: 0\.001 in the checkpoint, 0\.0005 asked"
+                                         r".*train\.steps: 10 in the checkpoint, 12 asked"):
+        fit(other, out=tmp_path, datasets=data, resume=True, progress=False)
+    fewer = {**data, "train": ImageTensorDataset(data["train"].images[:200])}
+    with pytest.raises(ValueError, match=r"(?s)data\.n: \d+ in the checkpoint, 200 asked.*data\.sha256"):
+        fit(cfg, out=tmp_path, datasets=fewer, resume=True, progress=False)
+    model = get_config("scent", "smoke")
+    model.steps = 10
+    with pytest.raises(ValueError, match=r"train\.model\.decoder\.kind: lainr in the checkpoint, scent asked"):
+        fit(model, out=tmp_path, datasets=data, resume=True, progress=False)
+    # the same run resumes; a fresh run overwrites
+    assert fit(cfg, out=tmp_path, datasets=data, resume=True, progress=False)["steps"] == 10
+    assert fit(other, out=tmp_path, datasets=data, fresh=True, progress=False)["steps"] == 12
+    # run folders are named after the settings: any edit gives another folder
+    assert run_name(cfg) != run_name(other) and run_name(cfg) == run_name(copy.deepcopy(cfg))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = get_config("standard_fourier", "smoke")
     cfg.steps, cfg.ckpt_every, cfg.val_every = 8, 3, 100
-    from ginr_common.data import load_dataset
-
     data = load_dataset("photos")
     poisoned = {"train": [(x * float("nan"), y) if i % 2 else (x, y) for i, (x, y) in
                           ((i, data["train"][i]) for i in range(64))], "val": data["val"]}
-    # every odd image is NaN: the first batch that holds one gives a NaN loss
-    with pytest.raises(FloatingPointError, match=r"at step 1\b"):
+    # every odd image is NaN: the first batch that holds one is refused with the input named
+    with pytest.raises(ValueError, match="images must be finite"):
         fit(cfg, datasets=poisoned, out=tmp_path, progress=False)
     clean = {"train": [data["train"][i] for i in range(64)], "val": data["val"]}
     fit(cfg, datasets=clean, out=tmp_path, progress=False)
-    cfg.steps = 12
-    with pytest.raises(FloatingPointError, match=r"at step 9\b"):
-        fit(cfg, datasets=poisoned, out=tmp_path, resume=True, progress=False)
+    # a loss that becomes non-finite (here: the learning rate blows the weights up) stops training
+    cfg.lr = 1e30
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+"):
+        fit(cfg, datasets=clean, out=tmp_path / "blowup", progress=False)
     model, ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["train_state"]["step"] == 8
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_ddp_two_gloo_processes_end_identical(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "29531", "-m", "ginr_common.train", "--profile", "smoke", "--steps", "6",
-                        "--out", str(tmp_path / "ck"), "--dump-weights", str(tmp_path / "w")],
-                       capture_output=True, text=True, env=ENV, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    w0, w1 = (torch.load(tmp_path / "w" / f"rank{i}.pt", weights_only=True) for i in range(2))
-    assert w0.keys() == w1.keys()
-    for k in w0:
-        assert torch.equal(w0[k], w1[k]), k
-    m = json.loads((tmp_path / "ck" / "metrics.json").read_text())
-    assert m["processes"] == 2 and m["steps"] == 6
-    # and the weights changed from initialisation
-    init = get_config("standard_fourier", "smoke")
-    from ginr_common.model import MambaGINR
-
-    torch.manual_seed(init.seed)
-    w_init = MambaGINR(init.model).state_dict()
-    assert any(not torch.equal(w_init[k], w0[k]) for k in w0)
+@pytest.mark.parametrize("name", ["gaussian_fourier", "flow_sparse"])
+def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(name, tmp_path):
+    common = ["--config", name, "--profile", "smoke", "--steps", "4"]
+    run(*common, "--out", str(tmp_path / "two"),
+        launcher=("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"))
+    run(*common, "--out", str(tmp_path / "one"))
+    two, c2 = load_checkpoint(tmp_path / "two" / "last.pt")
+    one, c1 = load_checkpoint(tmp_path / "one" / "last.pt")
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
+    assert c1["train_state"]["step"] == c2["train_state"]["step"] == 4
+    for (k, a), b in zip(one.state_dict().items(), two.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0), (k, (a - b).abs().max())
+    cfg = get_config(name, "smoke")
+    torch.manual_seed(cfg.seed)
+    init = model_for(cfg.model).state_dict()                   # and training moved the weights
+    assert max(float((v - init[k]).abs().max()) for k, v in one.state_dict().items()) > 1e-3
 
 
 def test_metrics():
@@ -118,19 +179,17 @@ def test_metrics():
 
 
 def test_sr_batches_are_reproducible_and_supervise_hr(seed):
-    from ginr_common.data import ImageTensorDataset, resize
-    from ginr_common.fourier import make_grid
-    from ginr_common.train import batch_indices, make_batch
-
     cfg = get_config("gaussian_fourier", "smoke")
     assert not cfg.augment and cfg.jitter > 0 and cfg.sr_scales
+    task = make_task(cfg)
     ds = ImageTensorDataset((torch.rand(10, 3, 128, 128) * 255).to(torch.uint8))
+    n_lr = 32 * 32
     for step in (3, 4, 11):
-        a, b = make_batch(cfg, ds, step), make_batch(cfg, ds, step)
-        assert all(torch.equal(x, y) for x, y in zip(a[:3], b[:3]))  # a pure function of the step
-        images, queries, target, n_lr = a
+        a, b = task.batch(ds, step), task.batch(ds, step)
+        assert all(torch.equal(a[k], b[k]) for k in a)  # a pure function of the step
+        images, queries, target = a["images"], a["queries"], a["target"]
         hr = torch.stack([ds[i][0] for i in batch_indices(step, len(ds), cfg.batch_size, cfg.seed)])
-        assert torch.equal(images, resize(hr, (32, 32))) and n_lr == 32 * 32
+        assert torch.equal(images, resize(hr, (32, 32)))
         assert queries.shape == (cfg.batch_size, n_lr + cfg.sr_queries, 2) == target.shape[:2] + (2,)
         # LR part: the input's own pixels, at pixel centres shifted by one offset for the batch
         assert torch.equal(target[:, :n_lr], images.flatten(2).transpose(1, 2))
@@ -145,22 +204,3 @@ def test_sr_batches_are_reproducible_and_supervise_hr(seed):
         hr_s = hr if s == 4 else resize(hr, (32 * s, 32 * s))
         assert torch.allclose(target[:, n_lr:], hr_s.flatten(2).transpose(1, 2)[:, idx])
         assert len(set(idx.tolist())) == cfg.sr_queries
-
-
-@pytest.mark.parametrize("name", ["gaussian_fourier", "scent"])
-def test_every_config_trains_and_its_checkpoint_reproduces_validation(name, tmp_path):
-    from ginr_common.train import validate
-
-    cfg = get_config(name, "smoke")
-    m = fit(cfg, out=tmp_path, progress=False)
-    assert m["steps"] == cfg.steps and m["config"] == name
-    first, last = m["history"][0]["loss"], sum(h["loss"] for h in m["history"][-5:]) / 5
-    assert last < first, (first, last)
-    model, ckpt = load_checkpoint(tmp_path / "best.pt")
-    from ginr_common.data import load_dataset
-
-    assert validate(model, cfg, load_dataset("photos")) == pytest.approx(m["best_val_psnr"], abs=1e-4)
-    # resuming into a folder that holds another config is refused, naming both
-    other = get_config("standard_fourier", "smoke")
-    with pytest.raises(ValueError, match="cannot resume"):
-        fit(other, out=tmp_path, resume=True, progress=False)

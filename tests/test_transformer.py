@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ginr_common.decoders import LAINRConfig
 from ginr_common.encoder import MambaEncoder
 from ginr_common.model import GINRConfig, MambaGINR
 from ginr_common.transformer import SelfAttention, TransformerStack
@@ -26,7 +27,7 @@ def test_stack_is_permutation_equivariant(seed):
 
 def test_transformer_baseline_model_end_to_end(seed):
     cfg = GINRConfig(dim=16, depth=1, num_lp=8, mixer="transformer",
-                     decoder_kwargs=dict(hidden=32, n_freqs=4, heads=2, n_blocks=1))
+                     decoder=LAINRConfig(hidden=32, n_freqs=4, heads=2, n_blocks=1))
     model = MambaGINR(cfg)
     assert isinstance(model.encoder.stack, TransformerStack)
     out = model.render(torch.rand(2, 3, 32, 32), 16)
