@@ -17,7 +17,7 @@ from _util import RESULTS, measure, track_live_memory, write_results
 
 from ginr_common.fourier import make_grid
 from ginr_common.model import MambaGINR
-from ginr_common.train import get_config
+from ginr_common.configs import get_config
 
 
 def main(argv=None):
@@ -49,7 +49,7 @@ def main(argv=None):
         rows.append({"size": s, "pixels": s * s, "seconds": t, "peak_mb": m / 2**20, "s_per_megapixel": t / (s * s) * 2**20})
         print(f"{s}x{s}: {t:.2f} s, peak {m / 2**20:.0f} MB", flush=True)
 
-    lines = [f"config {a.config}, profile {a.profile} (decoder {cfg.decoder} {cfg.decoder_kwargs}, query chunk "
+    lines = [f"config {a.config}, profile {a.profile} (decoder {cfg.decoder}, query chunk "
              f"{cfg.query_chunk}), one latent, float32, no_grad.", "",
              "| size | pixels | time (s) | s per megapixel | peak memory (MB) |", "|---|---|---|---|---|"]
     lines += [f"| {r['size']}x{r['size']} | {r['pixels']} | {r['seconds']:.3f} | {r['s_per_megapixel']:.3f} | "

@@ -8,7 +8,7 @@ transformer encoder of the same width and depth with the same decoder and the sa
 (checkpoints/<config>-transformer). A finished run whose stored training config matches is reused,
 a partial one is resumed, otherwise it is trained. Each best.pt is then evaluated on the test
 photographs: reconstruction at 32x32 (PSNR, SSIM) and super-resolution x2, x4 against the real HR
-crops, bicubic beside it. Prints the table and the issue's goals (met or not) and writes
+crops, bicubic beside it. Prints the table and the quality targets (met or not) and writes
 benchmarks/results/quality.md and quality.json.
 """
 import argparse
@@ -17,8 +17,9 @@ import sys
 
 from _util import RESULTS, write_results
 
+from ginr_common.configs import get_config, run_name
 from ginr_common.evaluate import evaluate_checkpoint
-from ginr_common.train import CHECKPOINTS, fit, get_config
+from ginr_common.train import CHECKPOINTS, fit
 
 CONFIGS = ["standard_fourier", "gaussian_fourier", "scent"]
 
@@ -26,10 +27,9 @@ CONFIGS = ["standard_fourier", "gaussian_fourier", "scent"]
 def run(name, profile, mixer):
     cfg = get_config(name, profile)
     cfg.model.mixer = mixer
-    suffix = ("" if mixer == "bimamba" else "-transformer") + ("" if profile == "cpu" else f"-{profile}")
-    out = CHECKPOINTS / f"{name}{suffix}"
+    out = CHECKPOINTS / run_name(cfg, "photos")
     metrics = fit(cfg, "photos", out=out, resume=True)
-    ev = evaluate_checkpoint(out / "best.pt", "photos", sizes=(64, 128), progress=False)
+    ev, _ = evaluate_checkpoint(out / "best.pt", "photos", sizes=(64, 128), progress=False)
     sr = ev["super_resolution"]
     return {"config": name, "encoder": mixer, "checkpoint": str(out / "best.pt"), "steps": metrics["steps"],
             "train_seconds": metrics["train_seconds"], "best_val_psnr": metrics["best_val_psnr"],

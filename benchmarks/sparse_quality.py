@@ -8,7 +8,7 @@ then evaluates it on the embedded photos' test split with the fixed evaluation m
 observed, seed 42): PSNR / SSIM on the full image and PSNR on the unobserved pixels, one sample and
 the posterior mean, free or holding known pixels; nearest and linear interpolation (scipy griddata)
 on the same masks; zero-shot 64 / 96 / 128 against the real HR crops with bicubic upsampling of
-the linear interpolation beside it. Prints the table and the issue's goals; writes
+the linear interpolation beside it. Prints the table and the quality targets; writes
 benchmarks/results/sparse_quality.md and .json.
 """
 import argparse
@@ -18,9 +18,11 @@ import time
 import torch
 from _util import RESULTS, peak_rss_rise, track_live_memory, write_results
 
-from ginr_common.evaluate import evaluate_sparse_checkpoint
+from ginr_common.checkpoints import load_checkpoint
+from ginr_common.configs import get_config, run_name
+from ginr_common.evaluate import evaluate_checkpoint
 from ginr_common.fourier import make_grid
-from ginr_common.train import CHECKPOINTS, fit, get_config
+from ginr_common.train import CHECKPOINTS, fit
 
 
 def main(argv=None):
@@ -36,14 +38,11 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS / "sparse_quality"))
     a = p.parse_args(argv)
     cfg = get_config("flow_sparse", a.profile)
-    ck = CHECKPOINTS / ("flow_sparse" if a.profile == "cpu" else f"flow_sparse-{a.profile}")
+    ck = CHECKPOINTS / run_name(cfg, "photos")
     m = fit(cfg, "photos", out=ck, resume=True)
-    res, _ = evaluate_sparse_checkpoint(ck / "best.pt", "photos", n_images=a.n_images, k=a.k, steps=a.steps,
-                                        n_hr=a.n_hr)
+    res, _ = evaluate_checkpoint(ck / "best.pt", "photos", n_images=a.n_images, k=a.k, steps=a.steps, n_hr=a.n_hr)
 
     # 128x128 sampling with Heun 50 steps: time and peak memory of one image
-    from ginr_common.model import load_checkpoint
-
     model, _ = load_checkpoint(ck / "best.pt")
     oc, ov = make_grid((32, 32))[None, ::5], torch.rand(1, 205, 3)
     t0 = time.perf_counter()

@@ -20,7 +20,8 @@ from _util import RESULTS, write_results
 
 from ginr_common.fourier import make_grid
 from ginr_common.model import MambaGINR
-from ginr_common.train import get_config, param_groups
+from ginr_common.configs import get_config
+from ginr_common.train import param_groups
 
 
 def main(argv=None):

@@ -31,7 +31,7 @@ def evaluate_checkpoint(checkpoint, data="photos", out=None, progress=True, **op
     task = make_task(train_config_from_checkpoint(ckpt))
     out = Path(out or Path(checkpoint).parent)
     out.mkdir(parents=True, exist_ok=True)
-    sr_pairs = load_sr_pairs("test") if data == "photos" else None
+    sr_pairs = load_sr_pairs("test")   # the held-out photographs' HR crops, whatever the training data
     results = task.evaluate(model, load_dataset(data), out, progress=progress, sr_pairs=sr_pairs, **options)
     results = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data, **results}
     (out / "eval.json").write_text(json.dumps(results, indent=1))

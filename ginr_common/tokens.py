@@ -44,7 +44,7 @@ def placement_string(input_len, num_lp, type="equidistant", n_group=2):
 
 
 def lp_diversity(lps):
-    """1 - mean pairwise cosine similarity of the LP vectors (M, D) (quick-start's measure)."""
+    """1 - mean pairwise cosine similarity of the LP vectors (M, D) (the usual LP-collapse diagnostic: above 0.5 is healthy)."""
     x = nn.functional.normalize(lps.detach().float(), dim=-1)
     return float(1 - (x @ x.t()).mean())
 

@@ -106,7 +106,7 @@ def lp_placement_figure(model):
 
 
 def lp_similarity_figure(lps):
-    """Cosine similarity between the learned LP vectors (M, D); title: the quick-start's
+    """Cosine similarity between the learned LP vectors (M, D); title: the LP
     diversity 1 - mean similarity (above 0.5 is healthy, below 0.3 means LPs collapsed)."""
     x = torch.nn.functional.normalize(lps.detach().float().cpu(), dim=-1)
     fig, ax = plt.subplots(figsize=(4, 3.4))

@@ -11,21 +11,21 @@ SETUP = '''import json
 import matplotlib.pyplot as plt
 import torch
 
-from ginr_common import viz
+from ginr_common import MambaGINR, load_checkpoint, viz
+from ginr_common.configs import config_json, default_profile, get_config, run_name
 from ginr_common.data import {data_imports}
-from ginr_common.evaluate import evaluate_checkpoint, evaluate_sr
-from ginr_common.model import MambaGINR, load_checkpoint
-from ginr_common.train import CHECKPOINTS, default_profile, fit, get_config
+from ginr_common.evaluate import evaluate_checkpoint
+from ginr_common.tasks import evaluate_sr
+from ginr_common.train import CHECKPOINTS, fit
 
 CONFIG = "{config}"
 PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
 DATA = {data}
-OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{{CONFIG}}-smoke")
 cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment
 torch.manual_seed(cfg.seed)
 plt.rcParams["figure.dpi"] = 72     # small inline figures keep the saved notebook small
-print(f"profile {{PROFILE}}, data {{DATA}}, checkpoints in {{OUT}}")
-cfg'''
+print(f"profile {{PROFILE}}, data {{DATA}}")
+print(config_json(cfg))'''
 
 DATA_CELL = '''data = load_dataset(DATA)
 print({{k: len(v) for k, v in data.items() if k != "val_sr"}})
@@ -38,12 +38,15 @@ print(f"encoder {n_enc / 1e6:.3f} M + decoder {n_dec / 1e6:.3f} M parameters; {c
 assert n_enc > 0 and n_dec > 0 and len(list(model.decoder.buffers())) + len(list(model.decoder.parameters())) > 0
 model.decoder'''
 
-TRAIN_CELL = '''# resume=True: re-running the notebook continues (or reuses) the run in OUT instead of starting over
+TRAIN_CELL = '''# the run folder is named after the settings: re-running continues (or reuses) this run, and any
+# edit of cfg above trains a new one in its own folder
+OUT = CHECKPOINTS / run_name(cfg, DATA)
+print(f"run folder: {OUT}")
 metrics = fit(cfg, DATA, out=OUT, resume=True, on_step=viz.LiveCurves(every=max(cfg.steps // 8, 1), title=CONFIG))
 viz.training_curves(metrics["history"], f"{CONFIG} ({PROFILE}): best validation {metrics['best_val_psnr']:.2f} dB at step {metrics['best_step']}");'''
 
 EVAL_CELL = '''# test split at native resolution + super-resolution on the HR test crops; writes eval.json and sr.png
-results = evaluate_checkpoint(OUT / "best.pt", DATA, sizes=(64, 128))
+results, _ = evaluate_checkpoint(OUT / "best.pt", DATA, sizes=(64, 128))
 model, _ = load_checkpoint(OUT / "best.pt")
 assert set(results["super_resolution"]) == {"64", "128"} and results["test"]["n"] > 0
 print(f"test: PSNR {results['test']['psnr']:.2f} dB, SSIM {results['test']['ssim']:.3f}")'''
@@ -73,8 +76,8 @@ print(f"figures and metrics: {sorted(p.name for p in OUT.iterdir())}")'''
 def notebook(title, intro, config, data, split="train", extra=()):
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
     cells = [md(f"# {title}\n\n{intro}\n\nRun with `GINR_PROFILE=smoke` (seconds, what CI runs), `cpu` "
-                "(about ten minutes on two cores; the default without a GPU) or `full` (the seeds' "
-                "hyperparameters, the default on a GPU)."),
+                "(about ten minutes on two cores; the default without a GPU) or `full` (the reference "
+                "configuration's hyperparameters: patch 2, width 256, depth 6; the default on a GPU)."),
              md("## Configuration"), code(SETUP.format(config=config, data=data, data_imports=", ".join(
                  (["cifar10_available"] if "cifar10_available" in data else []) + ["load_dataset", "load_sr_pairs"]))),
              md("## Data"), code(DATA_CELL.format(split=split)),
@@ -96,7 +99,7 @@ def notebook(title, intro, config, data, split="train", extra=()):
 NOTEBOOKS = {
     "01_standard_fourier.ipynb": notebook(
         "01 · Standard Fourier features + ResidualBlock decoder: exact reconstruction",
-        "The seeds' standalone model: 2x2 patch tokens, LPs interleaved equidistantly, a BiMamba encoder, "
+        "The reference design's standalone model: 2x2 patch tokens, LPs interleaved equidistantly, a BiMamba encoder, "
         "and a LAINR decoder (fixed log-spaced Fourier features of the query up to the 32-grid's Nyquist "
         "rate, cross-attention to the LPs, ResidualBlocks, linear RGB head). Goal: reconstruct the 32x32 "
         "input exactly. Uses CIFAR-10 when it is in `data/`, else the embedded photographs.",
@@ -124,24 +127,23 @@ FLOW_SETUP = '''import json
 import matplotlib.pyplot as plt
 import torch
 
-from ginr_common import viz
+from ginr_common import load_checkpoint, make_grid, viz
+from ginr_common.checkpoints import model_for
+from ginr_common.configs import config_json, default_profile, get_config, run_name
 from ginr_common.data import cifar10_available, load_dataset, sparse_masks
-from ginr_common.evaluate import evaluate_sparse_checkpoint
-from ginr_common.fourier import make_grid
-from ginr_common.model import load_checkpoint, model_for
-from ginr_common.train import CHECKPOINTS, default_profile, fit, get_config
+from ginr_common.evaluate import evaluate_checkpoint
+from ginr_common.train import CHECKPOINTS, fit
 
 CONFIG = "flow_sparse"
 PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
 DATA = "cifar10" if cifar10_available() else "photos"
-OUT = CHECKPOINTS / (CONFIG if PROFILE != "smoke" else f"{CONFIG}-smoke")
 # evaluation budget: test images at 32x32, samples per image (posterior mean), Heun steps
 N_EVAL, K, STEPS = {"smoke": (8, 2, 4), "cpu": (32, 4, 20), "full": (1000, 16, 100)}[PROFILE]
 cfg = get_config(CONFIG, PROFILE)
 torch.manual_seed(cfg.seed)
 plt.rcParams["figure.dpi"] = 72     # small inline figures keep the saved notebook small
-print(f"profile {PROFILE}, data {DATA}, checkpoints in {OUT}")
-cfg'''
+print(f"profile {PROFILE}, data {DATA}")
+print(config_json(cfg))'''
 
 FLOW_DATA = '''data = load_dataset(DATA)
 images = torch.stack([data["test"][i][0] for i in range(4)])
@@ -159,7 +161,8 @@ print(f"{n_params / 1e6:.3f} M parameters; {cfg.model.num_lp} LPs; training mask
 assert n_params > 0
 model'''
 
-FLOW_EVAL = '''results, figs = evaluate_sparse_checkpoint(OUT / "best.pt", DATA, n_images=N_EVAL, k=K, steps=STEPS, n_hr=4)
+FLOW_EVAL = '''results, task = evaluate_checkpoint(OUT / "best.pt", DATA, n_images=N_EVAL, k=K, steps=STEPS, n_hr=4)
+figs = task.figures
 model, _ = load_checkpoint(OUT / "best.pt")
 for mode in ("free", "hold_known"):
     for name, r in results[mode].items():
@@ -194,7 +197,7 @@ def flow_notebook():
                 "different sizes are samples of the same field.\n\nRun with `GINR_PROFILE=smoke`, `cpu` or `full`."),
              md("## Configuration"), code(FLOW_SETUP),
              md("## Data and masks\nEvaluation masks are fixed per image (seed 42): 20% observed, a disjoint 20% "
-                "supervised (the seeds' protocol). Training redraws the masks every step and supervises every "
+                "supervised (the reference configuration's protocol). Training redraws the masks every step and supervises every "
                 "unobserved pixel (`cfg.mask_redraw`)."), code(FLOW_DATA),
              md("## Model"), code(FLOW_MODEL),
              md("## Training"), code(TRAIN_CELL),

@@ -57,7 +57,7 @@ class SparseFlowTask(Task):
         """At the input size on the first ``n_images`` test images, with and without holding known
         pixels, against nearest and linear interpolation; zero-shot at ``sizes`` on ``n_hr`` of the
         HR test crops ``sr_pairs``. Writes eval.json and sparse.png; returns the results (and keeps
-        the predictions in ``self.last_predictions`` for figures)."""
+        the predictions in ``self.figures``)."""
         test = datasets["test"]
         images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
         results = {"n_images": len(images), "k": k, "steps": steps, "solver": "heun"}
@@ -81,7 +81,7 @@ class SparseFlowTask(Task):
         fig.savefig(out / "sparse.png", dpi=120)
         plt.close(fig)
         write_json(results, out / "eval.json")
-        self.last_predictions = figures
+        self.figures = figures
         return results
 
 
