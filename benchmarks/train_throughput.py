@@ -3,11 +3,13 @@
     python benchmarks/train_throughput.py                  # standard_fourier, cpu profile
     python benchmarks/train_throughput.py --profile smoke
 
-One training step is split into its phases, each timed on its own (best of --repeats):
-encoder forward, decoder forward + loss, decoder backward (to the latents), encoder backward
-(from the latents), gradient clipping + AdamW step. The backward is split exactly by cutting the
-graph at the latents. Also times the unsplit step, which the phases should add up to.
-Inputs are random images of the configured size: the time does not depend on pixel values.
+One training step of the profile's task (its batch: the queries, scales and query subsets it
+trains with) is split into its phases, each timed on its own (best of --repeats): making the
+batch, encoder forward, decoder forward + loss, decoder backward (to the latents), encoder
+backward (from the latents), gradient clipping + AdamW step. The backward is split exactly by
+cutting the graph at the latents. Also times the unsplit step (batch + task loss + backward +
+step), which gives the throughput. Inputs are random images of the training crops' size: the
+time does not depend on pixel values.
 Writes benchmarks/results/train_throughput.md and .json.
 """
 import argparse
@@ -18,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from _util import RESULTS, write_results
 
-from ginr_common.fourier import make_grid
-from ginr_common.model import MambaGINR
 from ginr_common.configs import get_config
+from ginr_common.data import ImageTensorDataset
+from ginr_common.model import MambaGINR
+from ginr_common.tasks import make_task
 from ginr_common.train import param_groups
 
 
@@ -35,10 +38,11 @@ def main(argv=None):
     cfg = get_config(a.config, a.profile)
     model = MambaGINR(cfg.model)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    images = torch.rand(cfg.batch_size, cfg.model.in_channels, *cfg.model.input_size)
-    coords = make_grid(cfg.model.input_size)
-    target = images.flatten(2).transpose(1, 2)
-    phases = {k: float("inf") for k in ("encoder forward", "decoder forward + loss", "decoder backward",
+    task = make_task(cfg)
+    size = tuple(4 * s for s in cfg.model.input_size) if cfg.sr_scales else cfg.model.input_size
+    train_set = ImageTensorDataset(torch.randint(0, 256, (4 * cfg.batch_size, cfg.model.in_channels, *size),
+                                                 dtype=torch.uint8))
+    phases = {k: float("inf") for k in ("batch", "encoder forward", "decoder forward + loss", "decoder backward",
                                         "encoder backward", "clip + optimizer step")}
     whole = float("inf")
 
@@ -49,10 +53,13 @@ def main(argv=None):
     for rep in range(a.repeats + 1):  # the first pass warms up (numba, allocator) and is not counted
         opt.zero_grad(set_to_none=True)
         t = time.perf_counter()
+        batch = task.batch(train_set, rep)
+        images, queries, cells, target = batch["images"], batch["queries"], batch["cells"], batch["target"]
+        t = tick("batch", t)
         latents = model.encode(images)
         t = tick("encoder forward", t)
         cut = latents.detach().requires_grad_()
-        loss = F.mse_loss(model.decode(cut, coords), target)
+        loss = F.mse_loss(model.decode(cut, queries, images=images, cell=cells), target)
         t = tick("decoder forward + loss", t)
         loss.backward()
         t = tick("decoder backward", t)
@@ -64,7 +71,7 @@ def main(argv=None):
         # the unsplit step, as train.fit runs it
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        F.mse_loss(model(images, coords), target).backward()
+        task.loss(model, task.batch(train_set, rep))[0].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         if rep == 0:
@@ -74,9 +81,10 @@ def main(argv=None):
 
     total = sum(phases.values())
     n_params = sum(p.numel() for p in model.parameters())
+    n_q = queries.shape[1]
     lines = [f"config {a.config}, profile {a.profile}: batch {cfg.batch_size}, "
-             f"{cfg.model.input_size[0]}x{cfg.model.input_size[1]} images, {n_params / 1e6:.2f} M parameters, "
-             f"float32, best of {a.repeats}.", "",
+             f"{cfg.model.input_size[0]}x{cfg.model.input_size[1]} inputs, {n_q} queries per image, "
+             f"{n_params / 1e6:.2f} M parameters, float32, best of {a.repeats}.", "",
              "| phase | ms per step | share |", "|---|---|---|"]
     lines += [f"| {k} | {v * 1e3:.1f} | {v / total:.0%} |" for k, v in phases.items()]
     enc = phases["encoder forward"] + phases["encoder backward"]

@@ -30,6 +30,8 @@ def _upgrade(d):
     """Configs stored before decoders had typed configs: decoder="lainr" + decoder_kwargs={...}."""
     if "decoder_kwargs" in d:
         d["decoder"] = {"kind": d["decoder"], **d.pop("decoder_kwargs")}
+        if d["decoder"].get("locality"):
+            d["decoder"].setdefault("lp_grid", 16)     # the distance unit those checkpoints were trained with
     return d
 
 

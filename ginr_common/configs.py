@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ginr_common.checkpoints import config_from_dict, plain
-from ginr_common.decoders import LAINRConfig, SCENTConfig
+from ginr_common.decoders import LAINRConfig, LocalConfig, SCENTConfig
 from ginr_common.flow import FlowConfig
 from ginr_common.model import GINRConfig
 
@@ -42,13 +42,16 @@ class TrainConfig:
     seed: int = 0
     augment: bool = False       # random flips / 90-degree rotations / channel orders of each image
     jitter: float = 0.0         # std (in input pixels) of a fresh Gaussian offset per batch on training queries
-    sr_scales: tuple = ()       # sr: HR targets at input_size * s for s drawn from these
-    sr_queries: int = 1024      # sr: HR pixels supervised per image and step (random subset)
+    lr_queries: int | None = None  # pixels of the input grid supervised per step (random subset; None: all)
+    sr_scales: tuple = ()       # (low, high): also supervise HR targets at input_size * s, s ~ U[low, high]
+    sr_queries: int = 1024      # HR pixels supervised per image and step (random subset)
     mask_redraw: bool = True    # sparse_flow: fresh masks every step, all unobserved pixels supervised
                                 # (False: fixed per-image masks, a disjoint 20% supervised)
 
     def __post_init__(self):
         self.sr_scales = tuple(self.sr_scales)
+        if self.sr_scales and (len(self.sr_scales) != 2 or not 1 <= self.sr_scales[0] <= self.sr_scales[1]):
+            raise ValueError(f"sr_scales must be (low, high) with 1 <= low <= high, got {self.sr_scales}")
         if self.task not in TASK_NAMES:
             raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         if isinstance(self.model, dict):
@@ -59,72 +62,80 @@ class TrainConfig:
 
 
 PROFILES = {
-    # notebook 1: fixed log-spaced query features up to the 32-grid's Nyquist rate, reconstruction
+    # notebook 1: a local decoder (Fourier features of the offset to the 4 nearest LPs and patch tokens,
+    # ResidualBlocks), trained to reconstruct and to render at random scales x1-x4 of real HR crops
     "standard_fourier": {
         "smoke": TrainConfig(
             task="recon",
             model=GINRConfig(name="standard_fourier", dim=32, depth=1, num_lp=16, d_state=8,
-                             decoder=LAINRConfig(hidden=64, n_blocks=1, heads=2, features="fourier",
-                                                 n_freqs=16, max_freq=32)),
-            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10),
+                             decoder=LocalConfig(hidden=64, n_blocks=1, sources=("lps", "tokens"), features="fourier",
+                                                 n_freqs=6, max_freq=4)),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10,
+            sr_scales=(1, 4), lr_queries=256, sr_queries=256),
         "cpu": TrainConfig(
             task="recon",
-            model=GINRConfig(name="standard_fourier", dim=64, depth=2, num_lp=128, d_state=16,
-                             decoder=LAINRConfig(hidden=128, n_blocks=2, heads=2, features="fourier",
-                                                 n_freqs=16, max_freq=32)),
-            steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True),
+            model=GINRConfig(name="standard_fourier", dim=64, depth=2, num_lp=64, d_state=16,
+                             decoder=LocalConfig(hidden=128, n_blocks=2, sources=("lps", "tokens"), features="fourier",
+                                                 n_freqs=6, max_freq=4)),
+            steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
+            sr_scales=(1, 4), lr_queries=256, sr_queries=512),
         "full": TrainConfig(
             task="recon",
             model=GINRConfig(name="standard_fourier", dim=256, depth=6, num_lp=256, d_state=16,
-                             decoder=LAINRConfig(hidden=512, n_blocks=3, heads=2, features="fourier",
-                                                 n_freqs=16, max_freq=32)),
-            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703),
+                             decoder=LocalConfig(hidden=512, n_blocks=3, sources=("lps", "tokens"), features="fourier",
+                                                 n_freqs=6, max_freq=4)),
+            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,
+            sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
-    # notebook 2: Gaussian random features, a residual over bicubic, HR supervision at x2-x4, jitter
+    # notebook 2: super-resolution as a correction on top of bicubic: a local decoder with Gaussian
+    # random Fourier features of the offsets, trained on real HR crops at random scales x1-x4
     "gaussian_fourier": {
         "smoke": TrainConfig(
             task="sr",
             model=GINRConfig(name="gaussian_fourier", dim=32, depth=1, num_lp=16, d_state=8, input_skip=True,
-                             decoder=LAINRConfig(hidden=64, n_blocks=1, heads=2, features="gaussian",
-                                                 n_freqs=64, sigma=8.0)),
+                             decoder=LocalConfig(hidden=64, n_blocks=1, sources=("lps", "tokens"), features="gaussian",
+                                                 n_freqs=16, sigma=1.0)),
             steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10,
-            jitter=1 / 6, sr_scales=(2, 3, 4), sr_queries=1024),
+            sr_scales=(1, 4), lr_queries=256, sr_queries=256),
         "cpu": TrainConfig(
             task="sr",
-            model=GINRConfig(name="gaussian_fourier", dim=64, depth=2, num_lp=128, d_state=16, input_skip=True,
-                             decoder=LAINRConfig(hidden=128, n_blocks=2, heads=2, features="gaussian",
-                                                 n_freqs=64, sigma=8.0)),
+            model=GINRConfig(name="gaussian_fourier", dim=64, depth=2, num_lp=64, d_state=16, input_skip=True,
+                             decoder=LocalConfig(hidden=128, n_blocks=2, sources=("lps", "tokens"), features="gaussian",
+                                                 n_freqs=16, sigma=1.0)),
             steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
-            jitter=1 / 6, sr_scales=(2, 3, 4), sr_queries=1024),
+            sr_scales=(1, 4), lr_queries=256, sr_queries=512),
         "full": TrainConfig(
             task="sr",
             model=GINRConfig(name="gaussian_fourier", dim=256, depth=6, num_lp=256, d_state=16, input_skip=True,
-                             decoder=LAINRConfig(hidden=512, n_blocks=3, heads=2, features="gaussian",
-                                                 n_freqs=64, sigma=8.0)),
-            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703,
-            jitter=1 / 6, sr_scales=(2, 3, 4), sr_queries=1024),
+                             decoder=LocalConfig(hidden=512, n_blocks=3, sources=("lps", "tokens"), features="gaussian",
+                                                 n_freqs=16, sigma=1.0)),
+            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,
+            sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
-    # notebook 3: SCENT-style decoder with a 2-D locality bias, reconstruction like notebook 1
+    # notebook 3: SCENT-style decoder (cross-attention to the LPs with a locality bias) whose query
+    # features also read the 4 nearest patch tokens; trained like notebook 1
     "scent": {
         "smoke": TrainConfig(
             task="recon",
             model=GINRConfig(name="scent", dim=32, depth=1, num_lp=16, d_state=8,
-                             decoder=SCENTConfig(hidden=64, n_blocks=1, heads=4, features="gaussian",
-                                                 n_freqs=64, sigma=8.0, locality=True)),
-            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10, jitter=1 / 6),
+                             decoder=SCENTConfig(hidden=64, n_blocks=1, heads=4, features="gaussian", n_freqs=64,
+                                                 sigma=8.0, locality=True, local_tokens=True)),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10,
+            sr_scales=(1, 4), lr_queries=256, sr_queries=256),
         "cpu": TrainConfig(
             task="recon",
-            model=GINRConfig(name="scent", dim=64, depth=2, num_lp=128, d_state=16,
-                             decoder=SCENTConfig(hidden=128, n_blocks=2, heads=4, features="gaussian",
-                                                 n_freqs=64, sigma=8.0, locality=True)),
+            model=GINRConfig(name="scent", dim=64, depth=2, num_lp=64, d_state=16,
+                             decoder=SCENTConfig(hidden=128, n_blocks=2, heads=4, features="gaussian", n_freqs=64,
+                                                 sigma=8.0, locality=True, local_tokens=True)),
             steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
-            jitter=1 / 6),
+            sr_scales=(1, 4), lr_queries=256, sr_queries=512),
         "full": TrainConfig(
             task="recon",
             model=GINRConfig(name="scent", dim=256, depth=6, num_lp=256, d_state=16,
-                             decoder=SCENTConfig(hidden=512, n_blocks=3, heads=4, features="gaussian",
-                                                 n_freqs=64, sigma=8.0, locality=True)),
-            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, jitter=1 / 6),
+                             decoder=SCENTConfig(hidden=512, n_blocks=3, heads=4, features="gaussian", n_freqs=64,
+                                                 sigma=8.0, locality=True, local_tokens=True)),
+            steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,
+            sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
     # notebook 4: flow matching from 20% of the pixels; the cpu profile's 800 steps take ~10 min
     "flow_sparse": {

@@ -1,5 +1,5 @@
 """Data: CIFAR-10 through torchvision, and the embedded photo set built from the photographs
-scikit-image ships (the default when CIFAR-10 is absent, and in CI).
+scikit-image and scikit-learn ship (the default when CIFAR-10 is absent, and in CI).
 
 Images are float tensors (C, H, W) in [0, 1]. Every split is fixed: the photo set is split by
 photograph, CIFAR-10's training set is split 45k/5k into train/val by a seeded permutation, and
@@ -13,29 +13,40 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage import data as skimage_data
+from sklearn.datasets import load_sample_image
 from torch.utils.data import Dataset, Subset
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
-# Split by photograph: no photograph feeds two splits (the stereo pair is one photograph).
+# Split by photograph: no photograph feeds two splits (the stereo pair is one photograph). Training
+# takes natural photographs only: scikit-image's colour ones, scikit-learn's two sample images
+# (china, flower) and scikit-image's grayscale photographs as three equal channels. The
+# validation photograph (a cat indoors) is, like the test photographs (a portrait, a motorcycle
+# scene), a natural colour photograph of objects; the test photographs are never trained on or
+# used for model selection.
 PHOTO_SPLITS = {
-    "train": ["coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina"],
+    "train": ["coffee", "rocket", "china", "flower", "camera", "moon", "brick", "grass", "gravel", "clock", "coins"],
     "val": ["chelsea"],
     "test": ["astronaut", "stereo_motorcycle"],
 }
+SKLEARN_PHOTOS = {"china": "china.jpg", "flower": "flower.jpg"}
 TILE, TILE_SCALES, TILE_STRIDE = 32, (2, 4, 8), 24   # 32x32 tiles of the photo downsampled 2x, 4x, 8x
 HR_SIZE, HR_SCALE = 128, 4                            # 128x128 crops at full resolution, LR = 32x32
-HR_TRAIN_STRIDE, HR_TRAIN_SCALES = 64, (1, 2)          # more HR training crops: overlapping, photo at 1x and 1/2x
-PHOTO_VERSION = 2
+HR_TRAIN_STRIDE, HR_TRAIN_SCALES = 32, (1, 2)          # more HR training crops: overlapping, photo at 1x and 1/2x
+PHOTO_VERSION = 3
 
 
 def _photographs(name):
-    """The photograph(s) called ``name`` in skimage.data, as float (3, H, W) tensors."""
-    from skimage import data as skd
-
-    imgs = getattr(skd, name)()
-    imgs = list(imgs[:2]) if name == "stereo_motorcycle" else [imgs]
-    return [torch.from_numpy(im[..., :3].copy()).permute(2, 0, 1).float() / 255 for im in imgs]
+    """The photograph(s) called ``name`` (scikit-learn's sample images, else skimage.data) as float
+    (3, H, W) tensors in [0, 1]; grayscale photographs become three equal channels."""
+    if name in SKLEARN_PHOTOS:
+        imgs = [load_sample_image(SKLEARN_PHOTOS[name])]
+    else:
+        imgs = getattr(skimage_data, name)()
+        imgs = list(imgs[:2]) if name == "stereo_motorcycle" else [imgs]
+    imgs = [np.repeat(im[..., None], 3, -1) if im.ndim == 2 else im[..., :3] for im in imgs]
+    return [torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255 for im in imgs]
 
 
 def resize(x, size):
@@ -76,7 +87,7 @@ def load_photos(root=DATA_DIR, progress=True):
     if path.exists():
         return torch.load(path, weights_only=True)
     if progress:
-        print(f"building the embedded photo set from scikit-image's photographs -> {path}")
+        print(f"building the embedded photo set from scikit-image's and scikit-learn's photographs -> {path}")
     sets = {split: build_photo_set(names, train=split == "train") for split, names in PHOTO_SPLITS.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -6,6 +6,7 @@ linear in the number of queries. Every decoder takes ``lp_coords`` (M, d), the c
 LP stands for, used by the optional locality bias.
 """
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -30,8 +31,9 @@ class LAINRConfig:
     max_freq: float = 32.0
     sigma: float = 10.0
     learnable_freqs: bool = False
-    locality: bool = False        # the 2-D locality bias on the attention logits
-    lp_grid: int = 16             # its distance unit: 1 / lp_grid of the image
+    locality: bool = False        # the locality bias on the attention logits
+    lp_grid: int | None = None    # its distance unit, 1 / lp_grid of the image (None: the LP lattice's spacing)
+    local_tokens: bool = False    # also read the 2^d nearest encoded patch tokens (pixel-aligned features)
 
     def __post_init__(self):
         _check_decoder_config(self)
@@ -51,9 +53,34 @@ class SCENTConfig:
     sigma: float = 10.0
     learnable_freqs: bool = False
     locality: bool = False
-    lp_grid: int = 16
+    lp_grid: int | None = None
+    local_tokens: bool = False
 
     def __post_init__(self):
+        _check_decoder_config(self)
+
+
+@dataclass
+class LocalConfig:
+    """The local decoder (in the manner of LIIF): each query reads the 2^d lattice points around
+    it, of the LP lattice and/or the patch-token grid, with the offset in lattice units (Fourier
+    encoded) and its cell size; the 2^d readings are blended by area weights; ResidualBlocks;
+    head."""
+    kind: str = "local"
+    hidden: int = 256
+    n_blocks: int = 2
+    sources: tuple = ("lps", "tokens")
+    features: str = "fourier"     # encoding of the offset: "fourier" (log-spaced) or "gaussian"
+    n_freqs: int = 6
+    max_freq: float = 4.0
+    sigma: float = 1.0
+    learnable_freqs: bool = False
+    heads: int = 1                # unused (no attention); kept so every decoder config has the field
+
+    def __post_init__(self):
+        self.sources = tuple(self.sources)
+        if not self.sources or set(self.sources) - {"lps", "tokens"}:
+            raise ValueError(f"sources must be a non-empty subset of ('lps', 'tokens'), got {self.sources}")
         _check_decoder_config(self)
 
 
@@ -146,18 +173,21 @@ class LAINRDecoder(nn.Module):
     to the next). Frequencies far above it alias on the training grid and become noise between
     pixels at larger renders. ``features="gaussian"``: n_freqs random frequencies B ~ N(0, sigma^2)."""
 
-    def __init__(self, config: LAINRConfig, *, latent_dim, coord_dim=2, out_dim=3):
+    def __init__(self, config: LAINRConfig, *, latent_dim, coord_dim=2, out_dim=3, lattice=None, token_grid=None):
         super().__init__()
         self.config = c = config
         self.ff = query_features(coord_dim, c)
         self.embed = nn.Linear(self.ff.out_dim, c.hidden)
+        self.tokens = _token_reader(c, latent_dim, token_grid)
         self.attn = CrossAttention(c.hidden, latent_dim, c.heads)
-        self.locality = LocalityBias(c.heads, c.lp_grid) if c.locality else None
+        self.locality = _locality(c, lattice)
         self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
         self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
 
-    def forward(self, latents, coords, lp_coords=None, return_attention=False):
+    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False):
         h = self.embed(self.ff(coords))
+        if self.tokens is not None:
+            h = h + self.tokens(tokens, coords, _cell(cell, coords))
         bias = _bias(self.locality, coords, lp_coords)
         a, w = self.attn(h, latents, bias=bias, return_weights=return_attention)
         out = self.head(self.blocks(h + a))
@@ -183,23 +213,26 @@ class SCENTDecoder(nn.Module):
     ``latent_blocks`` self-attention blocks over the latents (M tokens, once per decode). Queries
     never attend to each other."""
 
-    def __init__(self, config: SCENTConfig, *, latent_dim, coord_dim=2, out_dim=3):
+    def __init__(self, config: SCENTConfig, *, latent_dim, coord_dim=2, out_dim=3, lattice=None, token_grid=None):
         super().__init__()
         self.config = c = config
         self.ff = query_features(coord_dim, c)
         self.embed = nn.Linear(self.ff.out_dim, c.hidden)
+        self.tokens = _token_reader(c, latent_dim, token_grid)
         self.latent_proc = TransformerStack(latent_dim, c.latent_blocks) if c.latent_blocks else None
         self.norm_q = nn.ModuleList(nn.LayerNorm(c.hidden) for _ in range(c.n_blocks))
         self.norm_kv = nn.ModuleList(nn.LayerNorm(latent_dim) for _ in range(c.n_blocks))
         self.attn = nn.ModuleList(CrossAttention(c.hidden, latent_dim, c.heads) for _ in range(c.n_blocks))
         self.ff_blocks = nn.ModuleList(GEGLU(c.hidden) for _ in range(c.n_blocks))
-        self.locality = LocalityBias(c.heads, c.lp_grid) if c.locality else None
+        self.locality = _locality(c, lattice)
         self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
 
-    def forward(self, latents, coords, lp_coords=None, return_attention=False):
+    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False):
         if self.latent_proc is not None:
             latents = self.latent_proc(latents)
         h = self.embed(self.ff(coords))
+        if self.tokens is not None:
+            h = h + self.tokens(tokens, coords, _cell(cell, coords))
         bias = _bias(self.locality, coords, lp_coords)
         w = None
         for i, (nq, nkv, attn, ff) in enumerate(zip(self.norm_q, self.norm_kv, self.attn, self.ff_blocks)):
@@ -211,6 +244,22 @@ class SCENTDecoder(nn.Module):
         return (out, w) if return_attention else out
 
 
+def _token_reader(c, latent_dim, token_grid):
+    if not c.local_tokens:
+        return None
+    if token_grid is None:
+        raise ValueError("local_tokens=True reads the patch-token grid: pass token_grid= (as MambaGINR does)")
+    return LocalReader(token_grid, latent_dim, c.hidden, LocalConfig(hidden=c.hidden))
+
+
+def _locality(c, lattice):
+    if not c.locality:
+        return None
+    if c.lp_grid is None and lattice is None:
+        raise ValueError("the locality bias needs its distance unit: set lp_grid= or pass lattice=")
+    return LocalityBias(c.heads, c.lp_grid or max(lattice))
+
+
 def _bias(locality, coords, lp_coords):
     if locality is None:
         return None
@@ -219,10 +268,93 @@ def _bias(locality, coords, lp_coords):
     return locality(coords, lp_coords)
 
 
-DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder}
-DECODER_CONFIGS = {"lainr": LAINRConfig, "scent": SCENTConfig}
+def lattice_corners(coords, shape):
+    """The 2^d lattice points around each query on a lattice of ``shape`` whose point i sits at
+    (i + 0.5) / g (pixel centres): a list of (flat index (B, Q), offset query - point in lattice
+    units (B, Q, d), area weight (B, Q)), one per corner. The weights are bilinear, sum to 1, and
+    beyond the outermost points they are those of the nearest border point (like grid_sample's
+    border padding) while the offsets keep the true distance."""
+    g = torch.tensor(shape, device=coords.device, dtype=coords.dtype)
+    u = coords * g - 0.5                                            # lattice units: point i at u = i
+    uw = u.clamp(min=0).minimum(g - 1)                              # where the weights are read
+    base = uw.floor().minimum((g - 2).clamp(min=0))
+    strides = torch.tensor([math.prod(shape[i + 1:]) for i in range(len(shape))], device=coords.device)
+    corners = []
+    for o in itertools.product((0, 1), repeat=len(shape)):
+        idx = (base + torch.tensor(o, device=coords.device, dtype=coords.dtype)).minimum(g - 1)
+        w = (1 - (uw - idx).abs()).clamp(min=0).prod(-1)
+        corners.append((idx.long() @ strides, u - idx, w))
+    total = sum(w for _, _, w in corners)
+    return [(i, r, w / total) for i, r, w in corners]
 
 
-def build_decoder(config, *, latent_dim, coord_dim, out_dim):
-    """The decoder of a typed decoder config."""
-    return DECODERS[config.kind](config, latent_dim=latent_dim, coord_dim=coord_dim, out_dim=out_dim)
+class LocalReader(nn.Module):
+    """Reads a feature lattice (B, prod(shape), D) at queries (B, Q, d): per corner c of the 2^d
+    around a query, GELU(W_f feature_c + W_p [Fourier features of the offset, cell size], both
+    in lattice units), blended by area weights, then a Linear -> (B, Q, hidden). W_f is applied
+    once per lattice point, not per query."""
+
+    def __init__(self, shape, feat_dim, hidden, c):
+        super().__init__()
+        self.shape = tuple(shape)
+        d = len(self.shape)
+        self.ff = query_features(d, c)
+        self.proj_feat = nn.Linear(feat_dim, hidden)
+        self.proj_pos = nn.Linear(self.ff.out_dim + d, hidden, bias=False)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, feats, coords, cell):
+        if feats is None or feats.shape[1] != math.prod(self.shape):
+            got = None if feats is None else tuple(feats.shape)
+            raise ValueError(f"features must be (B, {math.prod(self.shape)}, D) on the {self.shape} lattice, got {got}")
+        g = torch.tensor(self.shape, device=coords.device, dtype=coords.dtype)
+        pf = self.proj_feat(feats)
+        h = 0
+        for idx, rel, w in lattice_corners(coords, self.shape):
+            f = pf.gather(1, idx[..., None].expand(-1, -1, pf.shape[-1]))
+            p = self.proj_pos(torch.cat([self.ff(rel), cell * g], -1))
+            h = h + w[..., None] * F.gelu(f + p)
+        return self.out(h)
+
+
+class LocalDecoder(nn.Module):
+    """LocalReader over the LP lattice and/or the patch-token grid (summed) -> ResidualBlocks ->
+    head. Memory is linear in the number of queries; no attention."""
+
+    def __init__(self, config: LocalConfig, *, latent_dim, coord_dim=2, out_dim=3, lattice=None, token_grid=None):
+        super().__init__()
+        self.config = c = config
+        grids = {"lps": lattice, "tokens": token_grid}
+        missing = [s for s in c.sources if grids[s] is None]
+        if missing:
+            raise ValueError(f"the local decoder reads {missing}: pass their lattice shapes "
+                             "(lattice=, token_grid=), as MambaGINR does")
+        self.readers = nn.ModuleDict({s: LocalReader(grids[s], latent_dim, c.hidden, c) for s in c.sources})
+        self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
+
+    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False):
+        if return_attention:
+            raise ValueError("the local decoder has no attention to return")
+        cell = _cell(cell, coords)
+        srcs = {"lps": latents, "tokens": tokens}
+        h = sum(reader(srcs[name], coords, cell) for name, reader in self.readers.items())
+        return self.head(self.blocks(h))
+
+
+def _cell(cell, coords):
+    if cell is None:
+        raise ValueError("this decoder reads the query's cell size: pass cell= (the pixel footprint, e.g. 1 / size)")
+    return torch.as_tensor(cell, dtype=coords.dtype, device=coords.device).expand_as(coords)
+
+
+DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder, "local": LocalDecoder}
+DECODER_CONFIGS = {"lainr": LAINRConfig, "scent": SCENTConfig, "local": LocalConfig}
+
+
+def build_decoder(config, *, latent_dim, coord_dim, out_dim, lattice=None, token_grid=None):
+    """The decoder of a typed decoder config; ``lattice`` (the LP lattice's shape) and
+    ``token_grid`` (the patch grid's) place the features that local readers and the locality bias
+    use."""
+    return DECODERS[config.kind](config, latent_dim=latent_dim, coord_dim=coord_dim, out_dim=out_dim,
+                                 lattice=lattice, token_grid=token_grid)

@@ -7,7 +7,7 @@ from torch import nn
 from ginr_common.fourier import FourierFeatures, make_grid
 from ginr_common.mamba import BiMambaStack
 from ginr_common.transformer import TransformerStack
-from ginr_common.tokens import ImplicitSequentialBias
+from ginr_common.tokens import ImplicitSequentialBias, lp_homes, lp_lattice
 
 
 def _as_tuple(x, n, name):
@@ -77,13 +77,17 @@ class MambaEncoder(nn.Module):
             self.stack = BiMambaStack(dim, depth, combine=combine, d_state=d_state, d_conv=d_conv,
                                       expand=expand, scan_backend=scan_backend)
 
-    def forward(self, x):
-        return self.lp.extract_lp_tokens(self.stack(self.lp.add_lp(self.tokenizer(x))))
+        self.lattice = lp_lattice(self.tokenizer.grid, num_lp)
+
+    def forward(self, x, with_tokens=False):
+        """(B, C, *S) -> LP latents (B, M, dim); with ``with_tokens`` also the encoded patch tokens
+        (B, N, dim) in raster order of the patch grid (pixel-aligned features)."""
+        encoded = self.stack(self.lp.add_lp(self.tokenizer(x)))
+        lps = self.lp.extract_lp_tokens(encoded)
+        return (lps, encoded[:, self.lp.token_indices]) if with_tokens else lps
 
     @property
     def lp_coords(self):
-        """The coordinate each LP stands for: the centre of the nearest patch token in the
-        interleaved sequence (N, d) -> (M, d). Used by locality-biased decoders."""
-        tok = self.lp.token_indices.float()
-        nearest = (self.lp.lp_indices.float()[:, None] - tok[None]).abs().argmin(dim=1)
-        return self.tokenizer.centres[nearest]
+        """The home of each LP (M, d): the points of the lattice ``self.lattice`` in raster order
+        (see ``tokens.lp_lattice``). Used by local decoders and the locality bias."""
+        return lp_homes(self.lattice)

@@ -33,3 +33,30 @@ def total_variation(images):
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
     return dy + dx
+
+
+def grid_artifact(pred, target, period):
+    """How much of the error sits at the spatial period ``period`` (in pixels of ``pred``: the
+    patch grid's period at this resolution): power of the error spectrum at the frequencies
+    k/period (k = 1, ...) along each axis and diagonally, over the mean power at the same radii
+    in other directions. About 1: no pattern at that period; much above 1: a checkerboard."""
+    err = (pred.clamp(0, 1) - target).double()
+    H, W = err.shape[-2:]
+    power = torch.fft.fft2(err - err.mean((-2, -1), keepdim=True)).abs().pow(2).mean((0, 1))
+    fy, fx = torch.fft.fftfreq(H, dtype=torch.float64)[:, None], torch.fft.fftfreq(W, dtype=torch.float64)[None]
+    radius = (fy ** 2 + fx ** 2).sqrt()
+    peaks = torch.zeros_like(power, dtype=torch.bool)
+    for k in range(1, int(period // 2) + 1):
+        f = k / period
+        if f > 0.5:
+            break
+        for a, b in ((f, 0), (0, f), (f, f)):
+            peaks |= (((fy.abs() - a).abs() < 0.5 / H) & ((fx.abs() - b).abs() < 0.5 / W))
+    if not peaks.any():
+        return 1.0
+    ratios = []
+    for r in radius[peaks].unique():
+        ring = ((radius - r).abs() < 1.0 / max(H, W)) & ~peaks
+        if ring.any():
+            ratios.append(power[peaks & ((radius - r).abs() < 1e-9)].mean() / power[ring].mean())
+    return float(torch.stack(ratios).max()) if ratios else 1.0

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ginr_common.baselines import sample_bicubic
-from ginr_common.decoders import LAINRConfig, SCENTConfig, build_decoder, decoder_config
+from ginr_common.decoders import LAINRConfig, LocalConfig, SCENTConfig, build_decoder, decoder_config
 from ginr_common.encoder import MambaEncoder
 from ginr_common.fourier import make_grid
 from ginr_common.inputs import as_coords, as_unit_range
@@ -31,15 +31,23 @@ class GINRConfig:
     d_state: int = 16
     token_freqs: int = 8
     mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
-    decoder: LAINRConfig | SCENTConfig = field(default_factory=LAINRConfig)
+    decoder: LAINRConfig | SCENTConfig | LocalConfig = field(default_factory=LAINRConfig)
     input_skip: bool = False    # decode a residual over bicubic interpolation of the input (needs images)
+    pixel_tokens: bool = False  # with a decoder that reads patch tokens: add a projection of each patch's own
+                                # pixels to its encoded token (pixel-aligned features keep the exact input)
     query_chunk: int = 16384
 
     def __post_init__(self):
         self.input_size = tuple(self.input_size)
         self.decoder = decoder_config(self.decoder)
-        if not isinstance(self.decoder, (LAINRConfig, SCENTConfig)):
-            raise TypeError(f"decoder must be a LAINRConfig or SCENTConfig, got {type(self.decoder).__name__}")
+        if not isinstance(self.decoder, (LAINRConfig, SCENTConfig, LocalConfig)):
+            raise TypeError(f"decoder must be a LAINRConfig, SCENTConfig or LocalConfig, got {type(self.decoder).__name__}")
+
+    @property
+    def reads_tokens(self):
+        """Whether the decoder reads the encoded patch tokens beside the LPs."""
+        d = self.decoder
+        return "tokens" in d.sources if isinstance(d, LocalConfig) else d.local_tokens
 
 
 class MambaGINR(nn.Module):
@@ -52,32 +60,49 @@ class MambaGINR(nn.Module):
         self.encoder = MambaEncoder(c.input_size, c.in_channels, c.patch_size, dim=c.dim, depth=c.depth,
                                     num_lp=c.num_lp, lp_type=c.lp_type, n_group=c.n_group, lp_init=c.lp_init,
                                     n_freqs=c.token_freqs, combine=c.combine, d_state=c.d_state, mixer=c.mixer)
-        self.decoder = build_decoder(c.decoder, latent_dim=c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels)
-        self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d)
+        self.decoder = build_decoder(c.decoder, latent_dim=c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels,
+                                     lattice=self.encoder.lattice, token_grid=self.encoder.tokenizer.grid)
+        self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d): the LPs' homes
+        tok = self.encoder.tokenizer
+        self.pixel_proj = nn.Linear(tok.patch_dim, c.dim) if c.reads_tokens and c.pixel_tokens else None
 
     @property
     def dtype(self):
         return self.encoder.lp.lps.dtype
 
     def encode(self, images):
-        """(B, C, *S) in [0, 1] (any float dtype) -> latents (B, M, dim). NaN/inf or values
-        outside [0, 1] raise ValueError."""
-        return self.encoder(as_unit_range(images, "images", self.dtype))
+        """(B, C, *S) in [0, 1] (any float dtype) -> latents (B, M, dim): the encoded LPs, followed
+        by the N encoded patch tokens, (B, M + N, dim), when the decoder reads them
+        (``config.reads_tokens``). NaN/inf or values outside [0, 1] raise ValueError."""
+        images = as_unit_range(images, "images", self.dtype)
+        if not self.config.reads_tokens:
+            return self.encoder(images)
+        lps, tokens = self.encoder(images, with_tokens=True)
+        if self.pixel_proj is not None:
+            tokens = tokens + self.pixel_proj(self.encoder.tokenizer.patchify(images))
+        return torch.cat([lps, tokens], 1)
 
-    def decode(self, latents, coords, images=None, **kw):
-        """latents (B, M, dim); coords (Q, d) shared or (B, Q, d) per image, pixel centres
+    def decode(self, latents, coords, images=None, cell=None, **kw):
+        """latents from ``encode``; coords (Q, d) shared or (B, Q, d) per image, pixel centres
         (i + 0.5) / S in [0, 1] in axis order (outside [0, 1] the field is extrapolated)
-        -> (B, Q, C). Queries are decoded in chunks of ``config.query_chunk``. With
-        ``config.input_skip`` the output is a residual added to the bicubic interpolation of
-        ``images`` (the encoder's input) at the queries, which must then be given."""
+        -> (B, Q, C). ``cell``: each query's pixel footprint (1 / S per axis; a (d,) tensor, or
+        (B, Q, d)); default the input's, 1 / input_size. Queries are decoded in chunks of
+        ``config.query_chunk``. With ``config.input_skip`` the output is a residual added to the
+        bicubic interpolation of ``images`` (the encoder's input) at the queries, which must then
+        be given."""
         d = len(self.config.input_size)
         coords = as_coords(coords, d, "coords", latents.dtype)
         if coords.dim() == 2:
             coords = coords.expand(latents.shape[0], -1, -1)
         if coords.dim() != 3 or coords.shape[0] != latents.shape[0] or coords.shape[-1] != d:
             raise ValueError(f"coords must be (Q, {d}) or (B={latents.shape[0]}, Q, {d}), got {tuple(coords.shape)}")
+        cell = 1 / torch.tensor(self.config.input_size, dtype=coords.dtype) if cell is None else cell
+        cell = torch.as_tensor(cell, dtype=coords.dtype, device=coords.device).expand_as(coords)
+        m = self.config.num_lp
+        lps, tokens = (latents[:, :m], latents[:, m:]) if self.config.reads_tokens else (latents, None)
         n = self.config.query_chunk
-        parts = [self.decoder(latents, coords[:, i:i + n], lp_coords=self.lp_coords, **kw)
+        parts = [self.decoder(lps, coords[:, i:i + n], lp_coords=self.lp_coords, tokens=tokens, cell=cell[:, i:i + n],
+                              **kw)
                  for i in range(0, coords.shape[1], n)]
         w = torch.cat([p[1] for p in parts], 2) if kw.get("return_attention") else None
         out = torch.cat([p[0] for p in parts], 1) if w is not None else torch.cat(parts, 1)
@@ -90,11 +115,12 @@ class MambaGINR(nn.Module):
     def render(self, images, size):
         """Decode every image on a pixel-centre grid of ``size`` -> (B, C, *size)."""
         size = (size,) * len(self.config.input_size) if isinstance(size, int) else tuple(size)
-        out = self.decode(self.encode(images), make_grid(size, device=images.device), images=images)
+        out = self.decode(self.encode(images), make_grid(size, device=images.device), images=images,
+                          cell=1 / torch.tensor(size, dtype=torch.float32))
         return out.transpose(1, 2).reshape(out.shape[0], -1, *size)
 
-    def forward(self, images, coords):
-        return self.decode(self.encode(images), coords, images=images)
+    def forward(self, images, coords, cell=None):
+        return self.decode(self.encode(images), coords, images=images, cell=cell)
 
 
 class SimpleMambaGINR(nn.Module):

@@ -296,11 +296,19 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     wt = torch.float64 if dtype_in == torch.float64 and backend != "triton" else torch.float32
     uw = u.to(wt).contiguous()
     dw = _prepare_delta(delta, delta_bias, delta_softplus, wt).contiguous()
-    Bw = (B if B.dim() == 4 else B.unsqueeze(1)).to(wt).contiguous()
-    Cw = (C if C.dim() == 4 else C.unsqueeze(1)).to(wt).contiguous()
+    Bw, Cw = (_state_layout(X if X.dim() == 4 else X.unsqueeze(1), wt, backend) for X in (B, C))
     y, last = _ChunkedScan.apply(uw, dw, A.to(wt).contiguous(), Bw, Cw, backend)
     y = _skip_and_gate(y, uw, D, z).to(dtype_in)
     return (y, last) if return_last_state else y
+
+
+def _state_layout(X, wt, backend):
+    """B or C (b, G, N, L) in working precision. The numba kernels read them as (b, G, L, N): a
+    transposed view of such a tensor (what Mamba passes) is used as it is, without two copies."""
+    X = X.to(wt)
+    if backend == "numba" and X.transpose(-1, -2).is_contiguous():
+        return X
+    return X.contiguous()
 
 
 __all__ = ["selective_scan", "selective_scan_ref", "resolve_backend", "BackendUnavailableError",

@@ -7,7 +7,14 @@ placement type:
 - ``equidistant``: LP i at floor(i * (N + M) / M)  -> ``L____L____...`` for N=40, M=10
 - ``middle``: one contiguous block of M slots centred in the sequence
 - ``n_group``: M / n groups of n consecutive LPs, group j starting at floor(j * (N + M) / (M / n))
+
+Each LP also has a *home*: a point of an n-D lattice over the image (``lp_lattice`` picks its
+shape from the tokenizer's grid, as isotropic as M allows), LP i at the i-th lattice point in
+raster order. The sequence order of the LPs is the raster order of their homes for every
+placement type, and the one index list serves insertion and extraction, so the LP read out as
+latent i is the one inserted for home i.
 """
+import math
 
 import torch
 from torch import nn
@@ -33,6 +40,36 @@ def lp_placement(input_len, num_lp, type="equidistant", n_group=2):
         raise ValueError(f"n_group must divide num_lp={num_lp}, got n_group={n_group}")
     groups = num_lp // n_group
     return [j * total // groups + k for j in range(groups) for k in range(n_group)]
+
+
+def lp_lattice(grid, num_lp):
+    """The lattice shape (g_1, ..., g_d) with prod = num_lp whose spacing is the most even over a
+    token grid of shape ``grid`` (g_i proportional to grid_i where num_lp allows), e.g. 64 LPs
+    on a 16x16 grid -> (8, 8), 128 -> (8, 16); a prime count gives a single row."""
+    grid = tuple(int(g) for g in grid)
+    if num_lp < 1 or not grid:
+        raise ValueError(f"num_lp must be >= 1 and grid non-empty, got {num_lp}, {grid}")
+
+    def factorizations(n, d):
+        if d == 1:
+            yield (n,)
+            return
+        for f in range(1, n + 1):
+            if n % f == 0:
+                for rest in factorizations(n // f, d - 1):
+                    yield (f, *rest)
+
+    def anisotropy(shape):   # spread of the spacing ratios grid_i / g_i, in log space
+        r = [math.log(gr / g) for gr, g in zip(grid, shape)]
+        return max(r) - min(r), shape
+
+    return min(anisotropy(f) for f in factorizations(num_lp, len(grid)))[1]
+
+
+def lp_homes(lattice):
+    """Pixel-centre coordinates (M, d) of the lattice points in raster order (LP i -> row i)."""
+    axes = [(torch.arange(g, dtype=torch.float32) + 0.5) / g for g in lattice]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(lattice))
 
 
 def placement_string(input_len, num_lp, type="equidistant", n_group=2):

@@ -61,12 +61,13 @@ class LiveCurves:
         plt.close(fig)
 
 
-def sr_figure(lr, renders, n=4, title="", baseline="bicubic"):
+def sr_figure(lr, renders, n=4, title="", baseline="bicubic", errors=True):
     """Rows: images; columns: the input, then baseline / model / ground truth at each size, PSNR
-    in the titles. ``renders``: {size: (baseline, model, ground truth or None)}."""
+    in the titles, and with ``errors`` the absolute error maps of baseline and model (x4, clipped
+    to [0, 1]) where there is a ground truth. ``renders``: {size: (baseline, model, ground truth or None)}."""
     sizes = list(renders)
-    has_gt = [renders[s][2] is not None for s in sizes]
-    cols = 1 + sum(2 + g for g in has_gt)
+    per = {s: 2 + (renders[s][2] is not None) * (1 + 2 * errors) for s in sizes}
+    cols = 1 + sum(per.values())
     n = min(n, len(lr))
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
     for r in range(n):
@@ -79,7 +80,11 @@ def sr_figure(lr, renders, n=4, title="", baseline="bicubic"):
             _show(axes[r, c + 1], y[r], f"model {s}{db(y)}")
             if gt is not None:
                 _show(axes[r, c + 2], gt[r], f"ground truth {s}")
-            c += 2 + (gt is not None)
+                if errors:
+                    for j, (name, p) in enumerate(((baseline, b), ("model", y))):
+                        err = ((p[r].clamp(0, 1) - gt[r]).abs().mean(0, keepdim=True) * 4).clamp(0, 1)
+                        _show(axes[r, c + 3 + j], err.expand(3, -1, -1), f"|error| x4, {name}")
+            c += per[s]
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -68,12 +68,14 @@ LP_CELLS = ['''viz.lp_placement_figure(model);''',
             '''image = data["test"][3][0]
 viz.attention_figure(model, image, query=(0.3, 0.7));''',
             '''viz.render_grid(model, image, sizes=(32, 64, 128, 256));''']
+LOCAL_LP_CELLS = [LP_CELLS[0], LP_CELLS[1], '''image = data["test"][3][0]
+viz.render_grid(model, image, sizes=(32, 64, 128, 256));''']
 
 RESULTS_CELL = '''print(json.dumps({k: results[k] for k in ("test", "super_resolution", "super_resolution_note")}, indent=1))
 print(f"figures and metrics: {sorted(p.name for p in OUT.iterdir())}")'''
 
 
-def notebook(title, intro, config, data, split="train", extra=()):
+def notebook(title, intro, config, data, split="train", extra=(), lp_cells=LP_CELLS):
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
     cells = [md(f"# {title}\n\n{intro}\n\nRun with `GINR_PROFILE=smoke` (seconds, what CI runs), `cpu` "
                 "(about ten minutes on two cores; the default without a GPU) or `full` (the reference "
@@ -89,7 +91,7 @@ def notebook(title, intro, config, data, split="train", extra=()):
              md("## Super-resolution"), code(SR_CELL), code(CIFAR_SR_CELL),
              md("## LP diagnostics\nWhere the LPs sit in the sequence and in the image plane, how distinct they "
                 "are, and what one query attends to; then one latent rendered at several resolutions."),
-             *[code(c) for c in LP_CELLS],
+             *[code(c) for c in lp_cells],
              md("## Results"), code(RESULTS_CELL)]
     nb = nbf.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -98,28 +100,34 @@ def notebook(title, intro, config, data, split="train", extra=()):
 
 NOTEBOOKS = {
     "01_standard_fourier.ipynb": notebook(
-        "01 · Standard Fourier features + ResidualBlock decoder: exact reconstruction",
-        "The reference design's standalone model: 2x2 patch tokens, LPs interleaved equidistantly, a BiMamba encoder, "
-        "and a LAINR decoder (fixed log-spaced Fourier features of the query up to the 32-grid's Nyquist "
-        "rate, cross-attention to the LPs, ResidualBlocks, linear RGB head). Goal: reconstruct the 32x32 "
-        "input exactly. Uses CIFAR-10 when it is in `data/`, else the embedded photographs.",
-        "standard_fourier", '"cifar10" if cifar10_available() else "photos"'),
+        "01 · Standard Fourier features + ResidualBlock decoder: reconstruction at any resolution",
+        "2x2 patch tokens, LPs interleaved equidistantly, each with a home on a lattice over the image, and a "
+        "BiMamba encoder. The decoder is local (in the manner of LIIF): a query reads the 4 LPs and the 4 encoded "
+        "patch tokens around it, each with fixed log-spaced Fourier features of its offset in lattice units and "
+        "the query's cell size, blends them by area, and a ResidualBlock trunk predicts RGB. It is trained to "
+        "reconstruct its input and to render the real photograph at random scales x1-x4 (targets resampled from "
+        "high-resolution crops), so renders above 32x32 are learned, not hoped for. Trains on the embedded "
+        "photographs (multi-scale training needs high-resolution crops).",
+        "standard_fourier", '"photos"  # multi-scale training needs real HR crops', split="train_hr",
+        lp_cells=LOCAL_LP_CELLS),
     "02_gaussian_fourier.ipynb": notebook(
-        "02 · Gaussian Fourier features + jitter: super-resolution",
-        "Random Fourier features B ~ N(0, sigma^2), gamma = [sin(2 pi c B^T), cos(2 pi c B^T)] (a buffer, or a "
-        "parameter when learnable), a fresh Gaussian jitter of the training query coordinates each batch, and "
-        "supervision at high resolution: half the loss on the 32x32 input grid, half on random pixels of the "
-        "real HR crop at a random scale x2-x4 (as the research code trained CelebA-HQ 64->256). Needs HR "
-        "ground truth, so it trains on the embedded photographs.",
-        "gaussian_fourier", '"photos"  # super-resolution training needs real HR targets', split="train_hr"),
+        "02 · Gaussian Fourier features: super-resolution as a correction on top of bicubic",
+        "The local decoder of notebook 1 with random Fourier features B ~ N(0, sigma^2), gamma = [sin(2 pi c B^T), "
+        "cos(2 pi c B^T)] of the offsets (a buffer, so checkpoints reload it), predicting a residual over bicubic "
+        "interpolation of the input. Supervised with real high-resolution targets: half the loss on the 32x32 input "
+        "grid, half on random pixels of the real HR crop resized to a random scale between x1 and x4, so one "
+        "model serves x2, x3, x4 and non-integer scales. Trains on the embedded photographs.",
+        "gaussian_fourier", '"photos"  # super-resolution training needs real HR targets', split="train_hr",
+        lp_cells=LOCAL_LP_CELLS),
     "03_scent_decoder.ipynb": notebook(
         "03 · SCENT-style decoder with a 2-D locality bias",
-        "The same encoder with a SCENT-style decoder: Gaussian Fourier features of the query, pre-norm "
-        "cross-attention to the latents with a skip of the query features, GEGLU feed-forwards (optionally "
-        "self-attention over the latents, never among the queries), and a locality bias on the attention "
-        "logits computed from continuous 2-D coordinates: the query's position against the position each LP "
-        "stands for, so it is the same function at every output resolution.",
-        "scent", '"cifar10" if cifar10_available() else "photos"'),
+        "The same encoder with a SCENT-style decoder: Gaussian Fourier features of the query plus the 4 nearest "
+        "encoded patch tokens (read as in notebook 1), pre-norm cross-attention to the LPs with a skip of the query "
+        "features, GEGLU feed-forwards (optionally self-attention over the latents, never among the queries), and "
+        "a locality bias on the attention logits computed from continuous coordinates: the query's position "
+        "against each LP's home on the lattice, so it is the same function at every output resolution. Trained "
+        "like notebook 1, at random scales x1-x4 of the real photographs.",
+        "scent", '"photos"  # multi-scale training needs real HR crops', split="train_hr"),
 }
 
 FLOW_SETUP = '''import json

@@ -3,16 +3,19 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ginr_common.checkpoints import load_checkpoint, save_checkpoint
-from ginr_common.decoders import DECODERS, LAINRConfig, LocalityBias, SCENTConfig, SCENTDecoder, build_decoder
+from ginr_common.decoders import (DECODERS, LAINRConfig, LocalConfig, LocalityBias, SCENTConfig, SCENTDecoder, build_decoder,
+                                  lattice_corners)
 from ginr_common.fourier import make_grid
 from ginr_common.model import GINRConfig, MambaGINR
 
 SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4)
 DEC = {
     "lainr": LAINRConfig(hidden=32, n_freqs=8, heads=2, n_blocks=1, features="gaussian", sigma=6.0, locality=True),
-    "scent": SCENTConfig(hidden=32, n_freqs=8, heads=4, n_blocks=2, latent_blocks=1, locality=True),
+    "scent": SCENTConfig(hidden=32, n_freqs=8, heads=4, n_blocks=2, latent_blocks=1, locality=True, local_tokens=True),
+    "local": LocalConfig(hidden=32, n_blocks=1),
 }
 
 
@@ -45,12 +48,12 @@ def test_locality_bias_is_2d_distance_in_float64(seed):
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
 def test_queries_do_not_interact(decoder, seed):
     """A query's value does not depend on which other queries are decoded with it."""
-    dec = build_decoder(DEC[decoder], latent_dim=16, coord_dim=2, out_dim=3).eval()
-    z, lp = torch.randn(2, 8, 16), torch.rand(8, 2)
-    q = torch.rand(2, 20, 2)
+    dec = build_decoder(DEC[decoder], latent_dim=16, coord_dim=2, out_dim=3, lattice=(2, 4), token_grid=(4, 4)).eval()
+    z, lp, tok = torch.randn(2, 8, 16), torch.rand(8, 2), torch.randn(2, 16, 16)
+    q, cell = torch.rand(2, 20, 2), torch.full((2, 20, 2), 1 / 32)
     with torch.no_grad():
-        full = dec(z, q, lp_coords=lp)
-        part = dec(z, q[:, 5:9], lp_coords=lp)
+        full = dec(z, q, lp_coords=lp, tokens=tok, cell=cell)
+        part = dec(z, q[:, 5:9], lp_coords=lp, tokens=tok, cell=cell[:, 5:9])
     assert full.shape == (2, 20, 3) and torch.allclose(full[:, 5:9], part, atol=1e-6)
 
 
@@ -70,7 +73,7 @@ def test_scent_attention_weights_and_state(tmp_path, seed):
 
 
 def test_locality_needs_lp_coords_and_bad_features(seed):
-    dec = build_decoder(DEC["lainr"], latent_dim=16, coord_dim=2, out_dim=3)
+    dec = build_decoder(DEC["lainr"], latent_dim=16, coord_dim=2, out_dim=3, lattice=(2, 4))
     with pytest.raises(ValueError, match="lp_coords"):
         dec(torch.randn(1, 8, 16), torch.rand(1, 3, 2))
     with pytest.raises(ValueError, match="features must be"):
@@ -79,7 +82,7 @@ def test_locality_needs_lp_coords_and_bad_features(seed):
         GINRConfig(decoder={"kind": "scent", "hiden": 3})
 
 
-@pytest.mark.parametrize("decoder", sorted(DECODERS))
+@pytest.mark.parametrize("decoder", ["lainr", "scent"])
 def test_locality_bias_concentrates_attention_near_the_query(decoder, seed):
     """Measured, not restated: with the bias on, most of a query's attention mass falls on the LPs
     within 1.5 lattice cells of it; with the bias off the same decoder spreads its mass about in
@@ -90,7 +93,7 @@ def test_locality_bias_concentrates_attention_near_the_query(decoder, seed):
     near = ((q[:, :, None] - lattice).norm(dim=-1) * 8 < 1.5)     # (B, Q, M)
 
     def mass(locality):
-        cfg = dataclasses.replace(DEC[decoder], locality=locality, lp_grid=8)
+        cfg = dataclasses.replace(DEC[decoder], locality=locality, lp_grid=8, local_tokens=False)
         dec = build_decoder(cfg, latent_dim=16, coord_dim=2, out_dim=3).eval()
         if locality:
             dec.locality.log_w.data.fill_(math.log(3.0))
@@ -101,3 +104,43 @@ def test_locality_bias_concentrates_attention_near_the_query(decoder, seed):
     share = near.float().sum(-1).mean().item() / 64               # fraction of LPs that are near
     assert mass(True) > 0.9, mass(True)
     assert mass(False) < 3 * share < 0.5, (mass(False), share)
+
+
+def test_lattice_corners_interpolate_bilinearly_like_grid_sample(seed):
+    """Blending the 4 corner values by their area weights is bilinear interpolation with the
+    pixel-centre convention (grid_sample, align_corners=False, border padding), in float64."""
+    shape = (5, 7)
+    feats = torch.rand(2, 35, 3, dtype=torch.float64)
+    q = torch.rand(2, 300, 2, dtype=torch.float64) * 1.2 - 0.1          # some queries beyond the border
+    blend = sum(w[..., None] * feats.gather(1, i[..., None].expand(-1, -1, 3))
+                for i, _, w in lattice_corners(q, shape))
+    img = feats.transpose(1, 2).reshape(2, 3, *shape)
+    ref = F.grid_sample(img, (q.flip(-1) * 2 - 1)[:, :, None], mode="bilinear", padding_mode="border",
+                        align_corners=False)[..., 0].transpose(1, 2)
+    assert torch.allclose(blend, ref, atol=1e-12)                      # border padding outside, too
+    inside = ((q >= 0.5 / torch.tensor(shape)) & (q <= 1 - 0.5 / torch.tensor(shape))).all(-1)
+    for _, rel, w in lattice_corners(q, shape):
+        assert (w >= 0).all() and (rel[inside].abs() <= 1 + 1e-12).all()
+    assert torch.allclose(sum(w for _, _, w in lattice_corners(q, shape)), torch.ones(2, 300, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sources", [("lps",), ("tokens",), ("lps", "tokens")])
+def test_local_decoder_reads_only_nearby_features(sources, seed):
+    """Changing one lattice point's feature changes the output only at queries within one cell of it."""
+    cfg = LocalConfig(hidden=16, n_blocks=1, sources=sources)
+    dec = build_decoder(cfg, latent_dim=8, coord_dim=2, out_dim=3, lattice=(4, 4), token_grid=(8, 8)).eval()
+    lat, tok = torch.randn(1, 16, 8), torch.randn(1, 64, 8)
+    q = make_grid((32, 32))[None]
+    cell = torch.full_like(q, 1 / 32)
+    src = sources[0]
+    shape = (4, 4) if src == "lps" else (8, 8)
+    with torch.no_grad():
+        base = dec(lat, q, tokens=tok, cell=cell)
+        lat2, tok2 = lat.clone(), tok.clone()
+        (lat2 if src == "lps" else tok2)[0, shape[1] + 1] += 10        # lattice point (1, 1)
+        moved = (dec(lat2, q, tokens=tok2, cell=cell) - base).abs().sum(-1)[0] > 1e-6
+    home = (torch.tensor([1.5, 1.5]) / torch.tensor(shape))
+    dist = ((q[0] - home).abs() * torch.tensor(shape)).amax(-1)      # in lattice cells
+    assert moved.any() and (dist[moved] < 1 + 1e-6).all()
+    with torch.no_grad():                                              # the cell size is an input
+        assert not torch.allclose(dec(lat, q, tokens=tok, cell=cell * 2), base)

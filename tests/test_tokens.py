@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ginr_common import ImplicitSequentialBias, SequentialBiasVisualization, lp_diversity
-from ginr_common.tokens import lp_placement
+from ginr_common.tokens import lp_homes, lp_lattice, lp_placement
 
 
 def test_quickstart_pattern(capsys):
@@ -60,3 +60,41 @@ def test_wrong_sequence_length_names_expected():
 def test_lp_diversity():
     assert lp_diversity(torch.ones(5, 8)) == pytest.approx(0.0, abs=1e-6)
     assert lp_diversity(torch.eye(8)) == pytest.approx(1 - 1 / 8, abs=1e-6)
+
+
+@pytest.mark.parametrize("grid, num_lp, lattice", [((16, 16), 64, (8, 8)), ((16, 16), 128, (8, 16)),
+                                                   ((16, 16), 256, (16, 16)), ((4, 8), 8, (2, 4)),
+                                                   ((8, 8, 8), 64, (4, 4, 4)), ((16, 16), 7, (1, 7))])
+def test_lp_homes_are_a_distinct_lattice_covering_the_field(grid, num_lp, lattice):
+    assert lp_lattice(grid, num_lp) == lattice
+    homes = lp_homes(lattice).double()
+    assert homes.shape == (num_lp, len(grid))
+    assert len({tuple(h.tolist()) for h in homes}) == num_lp                     # distinct
+    # evenly covering: every point of the field is within half a lattice cell (per axis) of a home
+    probe = torch.rand(4000, len(grid), dtype=torch.float64)
+    g = torch.tensor(lattice, dtype=torch.float64)
+    nearest = ((probe[:, None] - homes[None]) * g).abs().amax(-1).min(1).values
+    assert nearest.max() <= 0.5 + 1e-9
+    # the lattice spacing follows the grid's aspect: spacing ratio grid_i / g_i as even as num_lp allows
+    per_axis = torch.tensor(grid, dtype=torch.float64) / g
+    assert per_axis.max() / per_axis.min() <= 2 or num_lp == 7
+
+
+@pytest.mark.parametrize("type", ["equidistant", "middle", "n_group"])
+def test_lp_homes_are_identical_for_insertion_and_extraction(type, seed):
+    """LP i is inserted at the i-th LP slot of the sequence and read out as latent i; its home is
+    lattice point i in raster order, so the sequence order of the LPs is the raster order of
+    their homes whatever the placement type."""
+    from ginr_common import MambaEncoder
+
+    enc = MambaEncoder((16, 16), 3, 2, dim=8, depth=1, num_lp=16, d_state=4, lp_type=type, n_group=2)
+    lp, homes = enc.lp, enc.lp_coords
+    marked = lp.lps.detach().clone()
+    marked[:, 0] = torch.arange(16, dtype=torch.float32)         # tag each LP with its index
+    lp.lps.data.copy_(marked)
+    seq = lp.add_lp(torch.zeros(1, 64, 8))                       # 8x8 patch tokens
+    inserted = seq[0, lp.lp_indices, 0]                           # in sequence order
+    assert torch.equal(inserted, torch.arange(16, dtype=torch.float32))
+    assert torch.equal(lp.extract_lp_tokens(seq)[0, :, 0], torch.arange(16, dtype=torch.float32))
+    raster = (homes * torch.tensor([4.0, 4.0]) - 0.5).round() @ torch.tensor([4.0, 1.0])
+    assert torch.equal(raster, torch.arange(16, dtype=torch.float32))

@@ -178,29 +178,39 @@ def test_metrics():
     assert (ssim(torch.full_like(x, 0.5), x) < 0.2).all()
 
 
-def test_sr_batches_are_reproducible_and_supervise_hr(seed):
+def test_multiscale_batches_are_reproducible_and_supervise_hr(seed):
     cfg = get_config("gaussian_fourier", "smoke")
-    assert not cfg.augment and cfg.jitter > 0 and cfg.sr_scales
+    assert not cfg.augment and cfg.sr_scales == (1, 4) and cfg.lr_queries
+    cfg.jitter = 0.2
     task = make_task(cfg)
     ds = ImageTensorDataset((torch.rand(10, 3, 128, 128) * 255).to(torch.uint8))
-    n_lr = 32 * 32
-    for step in (3, 4, 11):
+    n_lr = cfg.lr_queries
+    sizes = set()
+    for step in (3, 4, 11, 12, 13):
         a, b = task.batch(ds, step), task.batch(ds, step)
         assert all(torch.equal(a[k], b[k]) for k in a)  # a pure function of the step
-        images, queries, target = a["images"], a["queries"], a["target"]
+        images, queries, cells, target = a["images"], a["queries"], a["cells"], a["target"]
         hr = torch.stack([ds[i][0] for i in batch_indices(step, len(ds), cfg.batch_size, cfg.seed)])
         assert torch.equal(images, resize(hr, (32, 32)))
-        assert queries.shape == (cfg.batch_size, n_lr + cfg.sr_queries, 2) == target.shape[:2] + (2,)
-        # LR part: the input's own pixels, at pixel centres shifted by one offset for the batch
-        assert torch.equal(target[:, :n_lr], images.flatten(2).transpose(1, 2))
-        off = queries[:, :n_lr] - make_grid((32, 32))
-        assert 0 < off.abs().max() < 1 / 32 and torch.allclose(off, off[:1, :1].expand_as(off))
-        # HR part: exact pixel centres of one trained scale's grid, with that resized image's values
+        assert queries.shape == cells.shape == (cfg.batch_size, n_lr + cfg.sr_queries, 2) == target.shape[:2] + (2,)
+        # LR part: a random subset of the input's own pixels, shifted by one offset for the batch
+        grid = make_grid((32, 32))
+        off = queries[0, 0] - grid
+        j = off.abs().amax(-1).argmin()
+        shift = queries[0, 0] - grid[j]
+        assert 0 < shift.abs().max() < 1 / 32
+        lr_idx = ((queries[0, :n_lr] - shift) * 32 - 0.5).round().long() @ torch.tensor([32, 1])
+        assert torch.allclose(queries[0, :n_lr], grid[lr_idx] + shift, atol=1e-6)
+        assert torch.equal(target[:, :n_lr], images.flatten(2).transpose(1, 2)[:, lr_idx])
+        assert torch.allclose(cells[:, :n_lr], torch.full_like(cells[:, :n_lr], 1 / 32))
+        # HR part: exact pixel centres of an S x S grid, 32 <= S <= 128, with that resized image's values
         hq = queries[0, n_lr:]
-        scale = [s for s in cfg.sr_scales if ((hq * 32 * s - 0.5) - (hq * 32 * s - 0.5).round()).abs().max() < 1e-4]
-        assert len(scale) == 1
-        s = scale[0]
-        idx = ((hq * 32 * s - 0.5).round().long() * torch.tensor([32 * s, 1])).sum(-1)
-        hr_s = hr if s == 4 else resize(hr, (32 * s, 32 * s))
-        assert torch.allclose(target[:, n_lr:], hr_s.flatten(2).transpose(1, 2)[:, idx])
-        assert len(set(idx.tolist())) == cfg.sr_queries
+        S = 1 / cells[0, n_lr, 0].item()
+        assert abs(S - round(S)) < 1e-3 and 32 <= round(S) <= 128
+        S = round(S)
+        sizes.add(S)
+        idx = (hq * S - 0.5).round().long()
+        assert torch.allclose(hq, (idx + 0.5) / S, atol=1e-6)
+        hr_s = hr if S == 128 else resize(hr, (S, S))
+        assert torch.allclose(target[:, n_lr:], hr_s.flatten(2).transpose(1, 2)[:, idx @ torch.tensor([S, 1])])
+    assert len(sizes) > 2                                 # the scale is drawn anew every step

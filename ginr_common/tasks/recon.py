@@ -1,7 +1,16 @@
 """Reconstruction: encode an image, decode it at its own pixel centres (jittered when
-cfg.jitter), MSE. Validation: PSNR at native resolution. Evaluation: the test split at native
-resolution, and renders at larger sizes against the real high-resolution photograph beside
-bicubic upsampling of the same input (eval.json, sr.png)."""
+cfg.jitter; a random subset of ``cfg.lr_queries`` of them when set), MSE.
+
+With ``cfg.sr_scales = (low, high)`` the model also learns to render at other resolutions: the
+inputs are antialiased downsamples (to the model's input size) of high-resolution training
+crops, and half the loss is on ``cfg.sr_queries`` random pixels of the real crop resized to
+input_size * s, s drawn uniformly from [low, high] each step, each query with its cell size.
+
+Validation: PSNR at native resolution. Evaluation: the test split at native resolution, and
+renders at larger sizes against the real high-resolution photograph beside bicubic upsampling
+of the same input (eval.json, sr.png)."""
+import math
+
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
@@ -10,7 +19,7 @@ from tqdm.auto import tqdm
 from ginr_common.baselines import bicubic
 from ginr_common.data import resize
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import psnr, ssim
+from ginr_common.metrics import grid_artifact, psnr, ssim
 from ginr_common.tasks.base import Task, write_json
 from ginr_common.viz import sr_figure
 
@@ -18,18 +27,54 @@ from ginr_common.viz import sr_figure
 class ReconstructionTask(Task):
     name = "recon"
 
+    @property
+    def train_split(self):
+        return "train_hr" if self.cfg.sr_scales else "train"
+
+    def check_data(self, datasets, data):
+        if self.cfg.sr_scales and ("train_hr" not in datasets or "val" not in datasets):
+            raise ValueError(f"{self.cfg.model.name} trains at several scales (sr_scales={self.cfg.sr_scales}) and "
+                             f"needs high-resolution training crops, which the {data!r} data does not have: use "
+                             "data='photos'")
+        super().check_data(datasets, data)
+
     def batch(self, train_set, step):
+        cfg = self.cfg
         images, g, _ = self.images(train_set, step)
-        size = self.cfg.model.input_size
-        grid = make_grid(size)
-        queries = grid.expand(images.shape[0], -1, -1)
-        if self.cfg.jitter:  # one offset for the whole batch, in input pixels; the target is unchanged
-            queries = queries + torch.randn(grid.shape[-1], generator=g) * self.cfg.jitter / torch.tensor(size)
-        return {"images": images, "queries": queries, "target": images.flatten(2).transpose(1, 2)}
+        size = cfg.model.input_size
+        hr = None
+        if cfg.sr_scales:
+            hr, images = images, resize(images, size)
+        B, grid = images.shape[0], make_grid(size)
+        target = images.flatten(2).transpose(1, 2)
+        if cfg.lr_queries:
+            sel = torch.randperm(grid.shape[0], generator=g)[:cfg.lr_queries]
+            grid, target = grid[sel], target[:, sel]
+        queries = grid.expand(B, -1, -1)
+        if cfg.jitter:  # one offset for the whole batch, in input pixels; the target is unchanged
+            queries = queries + torch.randn(grid.shape[-1], generator=g) * cfg.jitter / torch.tensor(size)
+        cells = (1 / torch.tensor(size, dtype=torch.float32)).expand(B, grid.shape[0], -1)
+        if hr is not None:
+            lo, hi = cfg.sr_scales
+            s = lo + (hi - lo) * float(torch.rand((), generator=g))
+            hr_size = tuple(max(n, round(n * s)) for n in size)
+            hr = hr if hr.shape[2:] == hr_size else resize(hr, hr_size)
+            sel = torch.randperm(math.prod(hr_size), generator=g)[:cfg.sr_queries]
+            queries = torch.cat([queries, make_grid(hr_size)[sel].expand(B, -1, -1)], 1)
+            target = torch.cat([target, hr.flatten(2).transpose(1, 2)[:, sel]], 1)
+            hr_cells = (1 / torch.tensor(hr_size, dtype=torch.float32)).expand(B, len(sel), -1)
+            cells = torch.cat([cells, hr_cells], 1)
+        return {"images": images, "queries": queries, "cells": cells, "target": target}
 
     def loss(self, net, batch):
-        pred = net(batch["images"], batch["queries"]).float()
-        return F.mse_loss(pred, batch["target"]), psnr(pred.detach(), batch["target"]).mean()
+        """MSE on the input grid's queries; with HR queries, half the loss on each part."""
+        n_lr = self.cfg.lr_queries or math.prod(self.cfg.model.input_size)
+        pred = net(batch["images"], batch["queries"], batch["cells"]).float()
+        target = batch["target"]
+        loss = F.mse_loss(pred[:, :n_lr], target[:, :n_lr])
+        if pred.shape[1] > n_lr:
+            loss = 0.5 * loss + 0.5 * F.mse_loss(pred[:, n_lr:], target[:, n_lr:])
+        return loss, psnr(pred[:, :n_lr].detach(), target[:, :n_lr]).mean()
 
     def validate(self, model, datasets):
         return evaluate_reconstruction(model, datasets["val"], with_ssim=False)["psnr"]
@@ -71,8 +116,10 @@ def evaluate_reconstruction(model, dataset, batch_size=64, with_ssim=True, progr
 
 @torch.no_grad()
 def evaluate_sr(model, lr, hr, sizes=(64, 128), batch_size=16, with_ssim=True):
-    """({size: {"model": {psnr, ssim}, "bicubic": {psnr, ssim}}}, renders) against the real HR
-    image (downsampled with antialiasing for sizes below its native resolution). Sizes above the
+    """({size: {"model": {psnr, ssim, grid}, "bicubic": {...}}}, renders) against the real HR
+    image (downsampled with antialiasing for sizes below its native resolution); ``grid`` is
+    ``metrics.grid_artifact`` of the error at the patch grid's period (about 1 for bicubic; far
+    above bicubic's: a checkerboard). Sizes above the
     HR resolution have no ground truth: they are rendered (renders[size] = (bicubic, model, None))
     but get no numbers; ``hr=None`` (e.g. CIFAR-10) renders every size without numbers."""
     model.eval()
@@ -85,7 +132,9 @@ def evaluate_sr(model, lr, hr, sizes=(64, 128), batch_size=16, with_ssim=True):
         renders[s] = (b, y, gt)
         if gt is None:
             continue
+        period = getattr(model.config, "patch_size", 1) * s / lr.shape[-1]
         res[str(s)] = {name: {"psnr": float(psnr(p, gt).mean()),
-                              **({"ssim": float(ssim(p, gt).mean())} if with_ssim else {})}
+                              **({"ssim": float(ssim(p, gt).mean()), "grid": grid_artifact(p, gt, period)}
+                                 if with_ssim else {})}
                        for name, p in (("model", y), ("bicubic", b))}
     return res, renders
