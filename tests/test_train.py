@@ -104,14 +104,21 @@ def test_resume_after_hard_kill_matches_uninterrupted_run(name, tmp_path):
     assert ca["train_state"]["history"] == cb["train_state"]["history"]
 
 
+def single_scale(name="standard_fourier"):
+    """A smoke config trained on the 32x32 tiles only (no HR crops needed)."""
+    cfg = get_config(name, "smoke")
+    cfg.sr_scales, cfg.lr_queries = (), None
+    return cfg
+
+
 def test_resume_refuses_a_different_run_naming_the_fields(tmp_path):
-    cfg = get_config("standard_fourier", "smoke")
+    cfg = single_scale()
     cfg.steps = 10
     data = load_dataset("photos")
     fit(cfg, out=tmp_path, datasets=data, progress=False)
     with pytest.raises(ValueError, match="already holds a run"):
         fit(cfg, out=tmp_path, datasets=data, progress=False)
-    other = get_config("standard_fourier", "smoke")
+    other = single_scale()
     other.steps, other.lr = 12, 5e-4
     with pytest.raises(ValueError, match=r"(?s)different run.*train\.lr: 0\.001 in the checkpoint, 0\.0005 asked"
                                          r".*train\.steps: 10 in the checkpoint, 12 asked"):
@@ -119,9 +126,9 @@ def test_resume_refuses_a_different_run_naming_the_fields(tmp_path):
     fewer = {**data, "train": ImageTensorDataset(data["train"].images[:200])}
     with pytest.raises(ValueError, match=r"(?s)data\.n: \d+ in the checkpoint, 200 asked.*data\.sha256"):
         fit(cfg, out=tmp_path, datasets=fewer, resume=True, progress=False)
-    model = get_config("scent", "smoke")
+    model = single_scale("scent")
     model.steps = 10
-    with pytest.raises(ValueError, match=r"train\.model\.decoder\.kind: lainr in the checkpoint, scent asked"):
+    with pytest.raises(ValueError, match=r"train\.model\.decoder\.kind: local in the checkpoint, scent asked"):
         fit(model, out=tmp_path, datasets=data, resume=True, progress=False)
     # the same run resumes; a fresh run overwrites
     assert fit(cfg, out=tmp_path, datasets=data, resume=True, progress=False)["steps"] == 10
@@ -131,7 +138,7 @@ def test_resume_refuses_a_different_run_naming_the_fields(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = get_config("standard_fourier", "smoke")
+    cfg = single_scale()
     cfg.steps, cfg.ckpt_every, cfg.val_every = 8, 3, 100
     data = load_dataset("photos")
     poisoned = {"train": [(x * float("nan"), y) if i % 2 else (x, y) for i, (x, y) in
