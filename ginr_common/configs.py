@@ -45,6 +45,7 @@ class TrainConfig:
     lr_queries: int | None = None  # pixels of the input grid supervised per step (random subset; None: all)
     sr_scales: tuple = ()       # (low, high): also supervise HR targets at input_size * s, s ~ U[low, high]
     sr_queries: int = 1024      # HR pixels supervised per image and step (random subset)
+    lr_weight: float = 0.5      # with HR queries: the share of the loss on the input grid (the rest on HR pixels)
     mask_redraw: bool = True    # sparse_flow: fresh masks every step, all unobserved pixels supervised
                                 # (False: fixed per-image masks, a disjoint 20% supervised)
 

@@ -148,7 +148,8 @@ def render_grid(model, image, sizes=(32, 64, 128)):
     z = model.encode(image[None])
     fig, axes = plt.subplots(1, len(sizes), figsize=(2.6 * len(sizes), 2.8))
     for ax, s in zip(axes, sizes):
-        out = model.decode(z, make_grid((s, s), device=image.device), images=image[None])
+        out = model.decode(z, make_grid((s, s), device=image.device), images=image[None],
+                           cell=1 / torch.tensor((s, s), dtype=torch.float32))
         _show(ax, out[0].t().reshape(-1, s, s), f"{s}x{s}")
     fig.tight_layout()
     return fig

@@ -67,13 +67,15 @@ class ReconstructionTask(Task):
         return {"images": images, "queries": queries, "cells": cells, "target": target}
 
     def loss(self, net, batch):
-        """MSE on the input grid's queries; with HR queries, half the loss on each part."""
+        """MSE on the input grid's queries; with HR queries, ``cfg.lr_weight`` of the loss on the
+        input grid and the rest on the HR pixels."""
         n_lr = self.cfg.lr_queries or math.prod(self.cfg.model.input_size)
         pred = net(batch["images"], batch["queries"], batch["cells"]).float()
         target = batch["target"]
         loss = F.mse_loss(pred[:, :n_lr], target[:, :n_lr])
         if pred.shape[1] > n_lr:
-            loss = 0.5 * loss + 0.5 * F.mse_loss(pred[:, n_lr:], target[:, n_lr:])
+            w = self.cfg.lr_weight
+            loss = w * loss + (1 - w) * F.mse_loss(pred[:, n_lr:], target[:, n_lr:])
         return loss, psnr(pred[:, :n_lr].detach(), target[:, :n_lr]).mean()
 
     def validate(self, model, datasets):
