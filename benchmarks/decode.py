@@ -42,7 +42,7 @@ def main(argv=None):
 
         def render():
             with torch.no_grad():
-                out = model.decode(latents, coords)
+                out = model.decode(latents, coords, cell=1 / torch.tensor((s, s), dtype=torch.float32))
             assert out.shape == (1, s * s, cfg.in_channels)
 
         t, m = measure(render, a.repeats if s <= 512 else 1)
