@@ -63,17 +63,3 @@ def test_stack_ends_with_residual_and_layernorm(seed):
         stack.blocks[0].mlp[-1].bias.fill_(0.5)  # a branch output is added to the residual stream
     assert torch.allclose(stack(x), torch.nn.functional.layer_norm(x + 0.5, (8,)), atol=1e-5)
 
-
-def test_causal_depthwise_conv_equals_the_library_convolution(seed):
-    from ginr_common.mamba import causal_depthwise_conv
-
-    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3).double()
-    x = torch.randn(2, 6, 11, dtype=torch.float64, requires_grad=True)
-    ref = conv(x)[..., :11]
-    out = causal_depthwise_conv(x, conv.weight, conv.bias)
-    assert torch.allclose(out, ref, atol=1e-12)
-    g = torch.randn_like(ref)
-    gx_ref, gw_ref, gb_ref = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
-    gx, gw, gb = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
-    assert torch.allclose(gx, gx_ref, atol=1e-12) and torch.allclose(gw, gw_ref, atol=1e-12)
-    assert torch.allclose(gb, gb_ref, atol=1e-12)
