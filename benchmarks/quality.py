@@ -10,7 +10,7 @@ resumed), and its best.pt (selected on the validation photograph) is evaluated o
 photographs: reconstruction of the 32x32 test tiles (PSNR, SSIM), and renders of the 32x32
 downsamples of the HR test crops at 64 (x2) and 128 (x4) against the real crop, bicubic
 upsampling of the same input beside it, with the grid-artifact ratio (``metrics.grid_artifact``).
-Prints mean and spread over the seeds, and the quality targets; writes results/<out>.md/.json.
+Prints mean and spread over the random seeds, and the quality targets; writes results/<out>.md/.json.
 """
 import argparse
 import dataclasses

@@ -79,7 +79,7 @@ def test_training_loop_learns_and_the_lp_diversity_check(seed):
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert not torch.equal(model.lps, lps_before)              # the LPs are trained
-    lps = model.lps.data                                       # the quick-start's diversity check
+    lps = model.lps.data                                       # the LP-diversity check
     unit = lps / lps.norm(dim=-1, keepdim=True)
     assert lp_diversity(lps) == pytest.approx(float(1 - (unit @ unit.t()).mean()), abs=1e-6)
     assert 0 < lp_diversity(lps) < 1
