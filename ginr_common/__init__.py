@@ -5,13 +5,14 @@ Dependencies flow one way: scan <- mamba <- encoder <- model / flow <- checkpoin
 decoders depend on fourier (and the transformer block for SCENT's latent processor); viz depends
 on metrics.
 """
-from ginr_common.checkpoints import load_checkpoint, save_checkpoint
+from ginr_common.checkpoints import (from_pretrained, load_checkpoint, load_pretrained, pretrained_manifest,
+                                     save_checkpoint, save_pretrained)
 from ginr_common.decoders import LAINRConfig, SCENTConfig
 from ginr_common.encoder import MambaEncoder, PatchTokenizer
 from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures, make_grid
 from ginr_common.mamba import BiMamba, BiMambaStack, EncoderBlock, Mamba
-from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR
+from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR, render_image
 from ginr_common.scan import selective_scan, selective_scan_ref
 from ginr_common.tokens import ImplicitSequentialBias, SequentialBiasVisualization, lp_diversity
 
@@ -20,5 +21,6 @@ __all__ = [
     "BiMamba", "BiMambaStack", "EncoderBlock", "FlowConfig", "FourierFeatures", "GINRConfig",
     "GaussianFourierFeatures", "ImplicitSequentialBias", "LAINRConfig", "Mamba", "MambaEncoder", "MambaGINR",
     "PatchTokenizer", "SCENTConfig", "SequentialBiasVisualization", "SimpleMambaGINR", "SparseFieldFlow",
-    "load_checkpoint", "lp_diversity", "make_grid", "save_checkpoint", "selective_scan", "selective_scan_ref",
+    "from_pretrained", "load_checkpoint", "load_pretrained", "lp_diversity", "make_grid", "pretrained_manifest",
+    "render_image", "save_checkpoint", "save_pretrained", "selective_scan", "selective_scan_ref",
 ]

@@ -3,12 +3,21 @@ from its stored config alone (``torch.load(weights_only=True)``: no pickled code
 
 A checkpoint is a dict {format, config, model (state dict), train_state, ...}; the training
 loop adds the full training config and the identity of its data.
+
+Pretrained weights are folders in the layout of huggingface_hub's ``PyTorchModelHubMixin``:
+``model.safetensors`` (the weights, no pickle), ``config.json`` (the model's config with its
+family) and, for the shipped ones, ``manifest.json`` (how they were made and what they score).
+``save_pretrained(model, folder)`` / ``from_pretrained(folder)`` write and read such a folder
+(``huggingface_hub.upload_folder`` publishes one as it is); ``load_pretrained(name)`` loads one
+of the shipped models (``PRETRAINED``) without network.
 """
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.model import GINRConfig, MambaGINR
@@ -117,3 +126,61 @@ def load_checkpoint(path, map_location=None):
     if map_location is not None:
         model.to(map_location)
     return model, ckpt
+
+
+# ---------------------------------------------------------------------- pretrained weights
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+PRETRAINED = ("standard_fourier", "gaussian_fourier", "scent", "flow_sparse")
+
+
+def save_pretrained(model, folder, manifest=None):
+    """Write ``model.safetensors`` and ``config.json`` (and ``manifest.json`` when given) into
+    ``folder``, each atomically. Returns the folder."""
+    model = getattr(model, "module", model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"config.json": json.dumps(config_dict(model), indent=1)}
+    if manifest is not None:
+        files["manifest.json"] = json.dumps(manifest, indent=1)
+    tmp = folder / f".model.safetensors.tmp{os.getpid()}"
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, folder / "model.safetensors")
+    for name, text in files.items():
+        t = folder / f".{name}.tmp{os.getpid()}"
+        t.write_text(text)
+        os.replace(t, folder / name)
+    return folder
+
+
+def from_pretrained(folder, map_location=None):
+    """The model saved in ``folder`` by ``save_pretrained``, in eval mode."""
+    folder = Path(folder)
+    missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a pretrained-model folder: it lacks {missing} "
+                                "(expected config.json and model.safetensors, as save_pretrained writes them)")
+    try:
+        model = build_model(json.loads((folder / "config.json").read_text()))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{folder}/config.json: cannot rebuild its model: {e}") from e
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location or "cpu")))
+    except RuntimeError as e:
+        raise ValueError(f"{folder}: config.json does not match model.safetensors: {e}") from e
+    return model.eval()
+
+
+def load_pretrained(name, map_location=None):
+    """One of the shipped models, ready for ``render`` / ``sample``: ``standard_fourier``,
+    ``gaussian_fourier``, ``scent`` or ``flow_sparse`` (``pretrained_manifest(name)`` says how it
+    was trained and what it scores)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"pretrained model must be one of {PRETRAINED}, got {name!r}")
+    return from_pretrained(WEIGHTS / name, map_location)
+
+
+def pretrained_manifest(name):
+    """The manifest of a shipped model: training command, data hash, commit, measured numbers."""
+    if name not in PRETRAINED:
+        raise ValueError(f"pretrained model must be one of {PRETRAINED}, got {name!r}")
+    return json.loads((WEIGHTS / name / "manifest.json").read_text())

@@ -142,16 +142,19 @@ PROFILES = {
     "flow_sparse": {
         "smoke": TrainConfig(
             task="sparse_flow",
-            model=FlowConfig(name="flow_sparse", dim=32, depth=1, num_lp=16, d_state=8, hidden=64, n_blocks=1),
-            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10),
+            model=FlowConfig(name="flow_sparse", dim=32, depth=1, num_lp=16, d_state=8, hidden=32, mixer_depth=1,
+                             noise_features=64),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10, sr_scales=(1.0, 4.0)),
         "cpu": TrainConfig(
             task="sparse_flow",
-            model=FlowConfig(name="flow_sparse", dim=64, depth=2, num_lp=32, d_state=16, hidden=128, n_blocks=3),
-            steps=800, batch_size=16, lr=1e-3, warmup_steps=50, val_every=200, ckpt_every=200, augment=True),
+            model=FlowConfig(name="flow_sparse", dim=64, depth=2, num_lp=32, d_state=16, hidden=64, mixer_depth=2),
+            steps=600, batch_size=16, lr=1e-3, warmup_steps=50, val_every=150, ckpt_every=50, augment=True,
+            sr_scales=(1.0, 4.0)),
         "full": TrainConfig(
             task="sparse_flow",
-            model=FlowConfig(name="flow_sparse", dim=256, depth=6, num_lp=128, d_state=16, hidden=512, n_blocks=6),
-            steps=70_300, batch_size=64, lr=1e-4, warmup_steps=3_515, val_every=703, ckpt_every=703),
+            model=FlowConfig(name="flow_sparse", dim=256, depth=6, num_lp=128, d_state=16, hidden=256, mixer_depth=4),
+            steps=70_300, batch_size=64, lr=1e-4, warmup_steps=3_515, val_every=703, ckpt_every=703,
+            sr_scales=(1.0, 4.0)),
     },
 }
 

@@ -1,17 +1,31 @@
 """Flow matching for sparse field reconstruction: observe a fraction of an image's pixels (values
 and coordinates) and sample the whole continuous field at any coordinates.
 
-- Observed pixels become tokens (value + Fourier features of the coordinate) in raster order,
-  with LPs interleaved, through the BiMamba stack. The encoder sees only the observations: it runs
-  once per sample (not per ODE step) and does not depend on how many queries are decoded.
-- Each query (coordinate, noisy value x_t, time t) is decoded by cross-attention to the encoded
-  LPs (and, with ``attend_obs``, the encoded observations), with adaptive-LayerNorm time
-  conditioning in every block and a residual path for x_t. Queries never attend to each other.
-- x_t = (1 - t) x0 + t x1, x0 ~ N(0, I), target velocity x1 - x0, t ~ U(0, 1); values live in
-  [-1, 1] inside the model, [0, 1] outside.
-- Noise is a function of the coordinate: one N(0, 1) value per cell of the base grid
-  (``input_size``), read by nearest cell, so renders at 32, 64, 96, 128 with one generator are
-  samples of the same field (each render's noise is exactly N(0, I) per pixel).
+The model, in the order a sample is drawn:
+
+1. **Encode the observations** (once per sample): each observed pixel is a token (its value and
+   Fourier features of its coordinate); the tokens, ordered along a space-filling curve, with
+   learnable position tokens (LPs) interleaved, pass through a BiMamba stack.
+2. **Condition every query** (once per sample): a query reads its ``neighbours`` nearest
+   observations (their encoded tokens, values and offsets in base-grid pixels, in the manner of
+   LIIF's local reading) and its cell size (the pixel footprint of the render). Beside the
+   learned features it gets a *guide*: the normalised convolution of the observations (a Gaussian
+   of ``guide_sigma`` base pixels) and the observation density there. A linear head on top gives
+   ``mu``, the model's own one-shot estimate of the field (trained by MSE, a residual over the
+   guide).
+3. **A bridge from the estimate**: the flow starts at x0 = mu + ``noise_scale`` * z, z a noise
+   field, and carries it to the field x1 along x_t = (1 - t) x0 + t x1. The network predicts x1
+   from x_t, preconditioned as in EDM (``scalings``): x1_hat = mu + c_skip (x_t - mu) + c_out F,
+   and the velocity is (x1_hat - x_t) / (1 - t).
+4. **A joint velocity field**: at every step the queries, with their conditioning, their noisy
+   values x_t and the time, are ordered along a Hilbert curve of their coordinates (the
+   transposed curve on every other layer) and mixed by BiMamba blocks, so the velocity at one
+   query depends on the noisy values at the others and a sample is spatially coherent.
+
+Noise is a field of the coordinate: a Gaussian process with a squared-exponential kernel of
+``noise_length`` base pixels, drawn as ``noise_features`` random Fourier features fixed by the
+generator, so renders at 32, 64, 96 and 128 with one generator are samples of one field, with
+no grid blocks. Values live in [-1, 1] inside the model, [0, 1] outside.
 """
 import math
 from dataclasses import dataclass
@@ -20,51 +34,100 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ginr_common.decoders import CrossAttention
 from ginr_common.fourier import FourierFeatures
 from ginr_common.inputs import as_coords, as_unit_range
-from ginr_common.mamba import BiMambaStack
+from ginr_common.mamba import BiMambaStack, EncoderBlock, BiMamba
 from ginr_common.tokens import ImplicitSequentialBias
 
 
 @dataclass
 class FlowConfig:
     name: str = "flow_sparse"
-    input_size: tuple = (32, 32)
+    input_size: tuple = (32, 32)   # the base grid: observations are pixels of an image this size
     in_channels: int = 3
     observe_frac: float = 0.2
-    dim: int = 128
-    depth: int = 4
-    num_lp: int = 64
+    dim: int = 64                  # observation encoder width
+    depth: int = 2                 # observation encoder BiMamba blocks
+    num_lp: int = 32
     d_state: int = 16
-    coord_freqs: int = 16
-    max_freq: float = 32.0     # top frequency of the coordinate features: the base grid's Nyquist rate
-    hidden: int = 256
-    n_blocks: int = 4
-    heads: int = 4
-    attend_obs: bool = True
-    query_chunk: int = 16384
+    coord_freqs: int = 8
+    max_freq: float = 16.0         # top frequency of the coordinate features
+    hidden: int = 64               # query width
+    neighbours: int = 8            # observations each query reads
+    mixer_depth: int = 2           # BiMamba blocks over the queries at every step
+    guide_sigma: float = 1.0       # normalised-convolution guide: Gaussian width in base pixels
+    noise_scale: float = 0.15      # x0 = mu + noise_scale * z (values in [-1, 1])
+    residual_std: float = 0.15     # assumed spread of x1 - mu, for the preconditioning of predict()
+    noise_length: float = 0.5      # correlation length of the noise field, base pixels
+    noise_features: int = 512
+    mu_weight: float = 1.0         # weight of the MSE on mu in the training loss
+    chunk: int = 4096              # queries per chunk when reading the observations
 
     def __post_init__(self):
         self.input_size = tuple(self.input_size)
         if not 0 < self.observe_frac < 1:
             raise ValueError(f"observe_frac must be in (0, 1), got {self.observe_frac}")
+        for k in ("neighbours", "noise_features", "hidden", "dim"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.mixer_depth < 0:
+            raise ValueError(f"mixer_depth must be >= 0 (0: no mixing of the queries), got {self.mixer_depth}")
 
 
-def cell_index(coords, size):
-    """Raster index of the base-grid cell holding each coordinate: (B, Q, d) -> (B, Q) long."""
-    s = torch.tensor(size, device=coords.device)
-    cell = torch.minimum((coords * s).floor().long().clamp(min=0), s - 1)
-    strides = torch.tensor([math.prod(size[i + 1:]) for i in range(len(size))], device=coords.device)
-    return (cell * strides).sum(-1)
+# ---------------------------------------------------------------------- space-filling curves
+def curve_index(coords, transpose=False, bits=16):
+    """Position of each coordinate (B, Q, d) in [0, 1] along a space-filling curve -> (B, Q)
+    long: the Hilbert curve for d = 2 (axes swapped with ``transpose``), the Morton (Z) curve
+    otherwise. Nearby coordinates get nearby indices, whatever the set of coordinates."""
+    n = 1 << bits
+    q = (coords.clamp(0, 1) * (n - 1)).long()
+    if transpose:
+        q = q.flip(-1)
+    if q.shape[-1] != 2:
+        idx = torch.zeros(q.shape[:-1], dtype=torch.long, device=q.device)
+        for b in range(bits):
+            for a in range(q.shape[-1]):
+                idx |= ((q[..., a] >> b) & 1) << (b * q.shape[-1] + a)
+        return idx
+    y, x = q[..., 0], q[..., 1]
+    d = torch.zeros_like(x)
+    s = n // 2
+    while s > 0:
+        rx, ry = (x & s) > 0, (y & s) > 0
+        d += s * s * ((3 * rx.long()) ^ ry.long())
+        flip = (~ry) & rx
+        x, y = torch.where(flip, n - 1 - x, x), torch.where(flip, n - 1 - y, y)
+        x, y = torch.where(~ry, y, x), torch.where(~ry, x, y)
+        s //= 2
+    return d
 
 
-def coordinate_noise(coords, size, channels, generator=None):
-    """x0 at coords (B, Q, d): one N(0, 1) value per channel and cell of the ``size`` grid, read by
-    the nearest cell, so every resolution sees the same noise field for one generator state."""
-    z = torch.randn(coords.shape[0], math.prod(size), channels, generator=generator).to(coords.device, coords.dtype)
-    idx = cell_index(coords, size)
-    return z.gather(1, idx[..., None].expand(-1, -1, channels))
+def curve_orders(coords, n):
+    """``n`` (order, inverse) pairs of (B, Q) indices, alternating the curve and its transpose."""
+    out = []
+    for i in range(min(n, 2)):
+        order = curve_index(coords, transpose=bool(i % 2)).argsort(dim=1)
+        out.append((order, order.argsort(dim=1)))
+    return [out[i % len(out)] for i in range(n)]
+
+
+def _rows(x, idx):
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+# ---------------------------------------------------------------------- the noise field
+def coordinate_noise(coords, size, channels, generator=None, length=0.5, features=512):
+    """z at coords (B, Q, d): per image a draw of a Gaussian process with a squared-exponential
+    kernel of ``length`` pixels of the ``size`` grid (random Fourier features; marginally close
+    to N(0, 1)). The field is fixed by the generator, so every resolution reads the same field."""
+    B, d = coords.shape[0], coords.shape[-1]
+    w = torch.randn(B, features, d, generator=generator) / length
+    b = torch.rand(B, features, generator=generator) * 2 * math.pi
+    a = torch.randn(B, features, channels, generator=generator)
+    w, b, a = (t.to(coords.device, torch.float32) for t in (w, b, a))
+    u = coords.float() * torch.tensor(size, device=coords.device, dtype=torch.float32)
+    phase = torch.einsum("bqd,bfd->bqf", u, w) + b[:, None]
+    return (math.sqrt(2 / features) * torch.cos(phase) @ a).to(coords.dtype)
 
 
 def timestep_embedding(t, dim):
@@ -75,110 +138,189 @@ def timestep_embedding(t, dim):
     return torch.cat([ang.sin(), ang.cos()], -1)
 
 
-class FlowBlock(nn.Module):
-    """Cross-attention of the queries to the memory, then an MLP; both pre-norm, modulated by the
-    time embedding (shift, scale, gate: adaptive LayerNorm, zero-initialised gates)."""
-
-    def __init__(self, hidden, mem_dim, heads):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
-        self.attn = CrossAttention(hidden, mem_dim, heads)
-        self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, hidden))
-        self.mod = nn.Linear(hidden, 6 * hidden)
-        nn.init.zeros_(self.mod.weight)
-        nn.init.zeros_(self.mod.bias)
-
-    def forward(self, h, memory, temb):
-        s1, b1, g1, s2, b2, g2 = self.mod(temb)[:, None].chunk(6, -1)
-        a, _ = self.attn(self.norm1(h) * (1 + s1) + b1, memory)
-        h = h + g1 * a
-        return h + g2 * self.mlp(self.norm2(h) * (1 + s2) + b2)
+def default_cell(query_coords, size):
+    """The pixel footprint of a set of queries (B, d): per axis, the smallest gap between
+    distinct coordinate values (1 / S for an S-pixel grid), at most one base pixel and at least
+    an eighth of one."""
+    base = 1 / torch.tensor(size, dtype=query_coords.dtype, device=query_coords.device)
+    cells = []
+    for a in range(query_coords.shape[-1]):
+        v = query_coords[..., a].sort(dim=1).values
+        gap = v.diff(dim=1)
+        gap = torch.where(gap > 1e-7, gap, torch.full_like(gap, math.inf)).amin(1) if gap.shape[1] else \
+            torch.full(v.shape[:1], math.inf, dtype=v.dtype, device=v.device)
+        cells.append(gap)
+    cell = torch.stack(cells, -1)
+    return torch.minimum(torch.maximum(cell, base / 8), base.expand_as(cell))
 
 
 class SparseFieldFlow(nn.Module):
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = c = config
-        d, C = len(c.input_size), c.in_channels
+        d, C, H = len(c.input_size), c.in_channels, c.hidden
         self.ff = FourierFeatures(d, c.coord_freqs, max_freq=c.max_freq)
         self.obs_embed = nn.Linear(self.ff.out_dim + C, c.dim)
         self.lp = ImplicitSequentialBias(c.num_lp, c.dim, None, type="equidistant")
         self.stack = BiMambaStack(c.dim, c.depth, d_state=c.d_state)
-        self.q_embed = nn.Linear(self.ff.out_dim + C, c.hidden)
-        self.t_embed = nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden))
-        self.blocks = nn.ModuleList(FlowBlock(c.hidden, c.dim, c.heads) for _ in range(c.n_blocks))
-        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, C))
-        self.skip = nn.Linear(C, C)   # the residual path of the query's own noisy value
+        self.offset_ff = FourierFeatures(d, 4, max_freq=4.0)
+        # reading the nearest observations: features and a logit per neighbour
+        self.read = nn.Sequential(nn.Linear(c.dim + C + self.offset_ff.out_dim + 2 * d, H), nn.GELU(),
+                                  nn.Linear(H, H + 1))
+        self.cond = nn.Sequential(nn.Linear(H + 2 * C + 1 + d, H), nn.GELU(), nn.Linear(H, H))
+        self.mu_head = nn.Linear(H, C)
+        nn.init.zeros_(self.mu_head.weight)
+        nn.init.zeros_(self.mu_head.bias)
+        self.x_embed = nn.Linear(2 * C, H)
+        self.t_embed = nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
+        self.t_proj = nn.ModuleList(nn.Linear(H, H) for _ in range(c.mixer_depth))
+        self.mixer = nn.ModuleList(EncoderBlock(H, BiMamba(H, d_state=c.d_state)) for _ in range(c.mixer_depth))
+        self.head = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, C))
 
-    # ------------------------------------------------------------------ encoder
+    # ------------------------------------------------------------------ checks
     def _check(self, coords, values=None, what="coords"):
         d, C = len(self.config.input_size), self.config.in_channels
         if not torch.is_tensor(coords) or coords.dim() != 3 or coords.shape[-1] != d:
             shape = tuple(coords.shape) if torch.is_tensor(coords) else type(coords).__name__
             raise ValueError(f"{what} must be (B, N, {d}) pixel-centre coordinates in [0, 1], got {shape}")
         if values is not None and values.shape != (*coords.shape[:2], C):
-            raise ValueError(f"values must be (B, N, {C}) matching coords {tuple(coords.shape)}, got {tuple(values.shape)}")
-        dtype = self.obs_embed.weight.dtype
-        return as_coords(coords, d, what, dtype), values
+            raise ValueError(f"values must be (B, N, {C}) matching {what} {tuple(coords.shape)}, got "
+                             f"{tuple(values.shape)}")
+        return as_coords(coords, d, what, self.obs_embed.weight.dtype)
 
+    # ------------------------------------------------------------------ 1. encode the observations
     def encode(self, obs_coords, obs_values):
-        """Observations (B, N, d) coordinates and (B, N, C) values in [0, 1] -> memory
-        (B, M [+ N], dim): the encoded LPs (and the encoded observations with ``attend_obs``)."""
-        obs_coords, _ = self._check(obs_coords, obs_values, "obs_coords")
-        obs_values = as_unit_range(obs_values, "obs_values", obs_coords.dtype)
-        order = cell_index(obs_coords, self.config.input_size).argsort(dim=1)  # raster order
-        gather = lambda x: x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
-        coords, values = gather(obs_coords), gather(obs_values)
-        tokens = self.obs_embed(torch.cat([self.ff(coords), 2 * values - 1], -1))
+        """Observations (B, N, d) coordinates and (B, N, C) values in [0, 1] -> memory: a dict of
+        their coordinates, values in [-1, 1] and encoded tokens (B, N, dim)."""
+        obs_coords = self._check(obs_coords, obs_values, "obs_coords")
+        if obs_coords.shape[1] < self.config.neighbours:
+            raise ValueError(f"need at least neighbours={self.config.neighbours} observations, got "
+                             f"{obs_coords.shape[1]}")
+        values = 2 * as_unit_range(obs_values, "obs_values", obs_coords.dtype) - 1
+        order = curve_index(obs_coords).argsort(dim=1)
+        coords, values = _rows(obs_coords, order), _rows(values, order)
+        tokens = self.obs_embed(torch.cat([self.ff(coords), values], -1))
         enc = self.stack(self.lp.add_lp(tokens))
-        lp_idx, tok_idx, _ = self.lp.indices(tokens.shape[1])
-        return torch.cat([enc[:, lp_idx], enc[:, tok_idx]], 1) if self.config.attend_obs else enc[:, lp_idx]
+        _, tok_idx, _ = self.lp.indices(tokens.shape[1])
+        return {"coords": coords, "values": values, "tokens": enc[:, tok_idx]}
 
-    # ------------------------------------------------------------------ decoder
-    def velocity(self, memory, coords, x_t, t):
-        """Velocity (B, Q, C) at queries coords (B, Q, d) with noisy values x_t (B, Q, C) at time
-        t (B,) or scalar, in chunks of ``config.query_chunk`` queries."""
-        coords, _ = self._check(coords, x_t, "query coords")
+    # ------------------------------------------------------------------ 2. condition the queries
+    def condition(self, memory, query_coords, cell=None):
+        """Per-query conditioning (B, Q, hidden), the estimate mu (B, Q, C) and the guide (B, Q, C),
+        values in [-1, 1]. ``cell`` (B, d) or (d,): the render's pixel size (default: read from
+        the queries, see ``default_cell``)."""
+        c = self.config
+        query_coords = self._check(query_coords, what="query_coords")
+        size = torch.tensor(c.input_size, dtype=query_coords.dtype, device=query_coords.device)
+        if cell is None:
+            cell = default_cell(query_coords, c.input_size)
+        cell = torch.as_tensor(cell, dtype=query_coords.dtype, device=query_coords.device)
+        cell = cell.expand(query_coords.shape[0], -1)[:, None] * size        # base pixels
+        feats, guides = [], []
+        for i in range(0, query_coords.shape[1], c.chunk):
+            q = query_coords[:, i:i + c.chunk]
+            delta = (memory["coords"][:, None] - q[:, :, None]) * size          # (B, q, N, d) base pixels
+            dist2 = delta.pow(2).sum(-1)
+            w = torch.exp(-dist2 / (2 * c.guide_sigma ** 2))
+            density = w.sum(-1, keepdim=True)
+            guide = (w @ memory["values"]) / density.clamp_min(1e-6)
+            far = density < 1e-6        # no observation within reach: the nearest one
+            d2, j = dist2.topk(c.neighbours, dim=-1, largest=False)             # (B, q, k)
+            nearest = lambda x: x.gather(1, j.flatten(1)[..., None].expand(-1, -1, x.shape[-1])  # noqa: E731
+                                         ).view(*j.shape, x.shape[-1])
+            vals = nearest(memory["values"])
+            guide = torch.where(far, vals[:, :, 0], guide)
+            off = delta.gather(2, j[..., None].expand(-1, -1, -1, delta.shape[-1]))
+            cellq = cell.expand(-1, q.shape[1], -1)[:, :, None].expand_as(off)
+            r = self.read(torch.cat([nearest(memory["tokens"]), vals, self.offset_ff(off / 4), off, cellq], -1))
+            h, logit = r[..., :-1], r[..., -1:]
+            h = (logit.softmax(2) * h).sum(2)
+            feats.append(self.cond(torch.cat([h, guide, vals[:, :, 0], density.log1p(), cell.expand(-1, q.shape[1], -1)],
+                                             -1)))
+            guides.append(guide)
+        cond, guide = torch.cat(feats, 1), torch.cat(guides, 1)
+        return cond, guide + self.mu_head(cond), guide
+
+    # ------------------------------------------------------------------ 4. the joint velocity
+    def scalings(self, t):
+        """(c_in, c_skip, c_out) at times t (B, 1, 1): if x1 - mu were N(0, r^2) (r =
+        ``residual_std``), E[x1 - mu | x_t] = c_skip (x_t - mu) and c_out is its posterior spread;
+        c_in makes x_t - mu unit-variance (the preconditioning of EDM, for this bridge)."""
+        r, s = self.config.residual_std, self.config.noise_scale
+        var = (t * r) ** 2 + ((1 - t) * s) ** 2
+        return var.rsqrt(), t * r ** 2 / var, r * s * (1 - t) / var.sqrt()
+
+    def network(self, cond, mu, x_t, t, orders):
+        """The raw network output F (B, Q, C): the queries, with their conditioning, the scaled
+        noisy values and the time, mixed along ``orders``."""
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).expand(x_t.shape[0])
+        c_in, _, _ = self.scalings(t[:, None, None])
         temb = self.t_embed(timestep_embedding(t, self.config.hidden))
-        n = self.config.query_chunk
-        out = []
-        for i in range(0, coords.shape[1], n):
-            c, x = coords[:, i:i + n], x_t[:, i:i + n]
-            h = self.q_embed(torch.cat([self.ff(c), x], -1))
-            for blk in self.blocks:
-                h = blk(h, memory, temb)
-            out.append(self.head(h) + self.skip(x))
-        return torch.cat(out, 1)
+        h = cond + self.x_embed(torch.cat([x_t, c_in * (x_t - mu)], -1))
+        for blk, proj, (order, inverse) in zip(self.mixer, self.t_proj, orders):
+            h = _rows(blk(_rows(h + proj(temb)[:, None], order)), inverse)
+        return self.head(h)
 
-    def forward(self, obs_coords, obs_values, query_coords, x_t, t):
-        return self.velocity(self.encode(obs_coords, obs_values), query_coords, x_t, t)
+    def predict(self, cond, mu, x_t, t, orders):
+        """The model's estimate of the field x1 (B, Q, C) from the conditioning (B, Q, hidden), the
+        estimate mu and the noisy values x_t (B, Q, C) at time t (B,) or scalar:
+        mu + c_skip (x_t - mu) + c_out F, the queries mixed along ``orders``
+        (``curve_orders(query_coords, mixer_depth)``)."""
+        t_ = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).expand(x_t.shape[0])[:, None, None]
+        _, c_skip, c_out = self.scalings(t_)
+        return mu + c_skip * (x_t - mu) + c_out * self.network(cond, mu, x_t, t, orders)
+
+    def velocity(self, cond, mu, x_t, t, orders):
+        """The velocity (x1_hat - x_t) / (1 - t) of the straight path through x_t (t < 1)."""
+        t_ = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1, 1)
+        return (self.predict(cond, mu, x_t, t, orders) - x_t) / (1 - t_).clamp_min(1e-4)
+
+    def forward(self, obs_coords, obs_values, query_coords, cell, z, t, targets):
+        """Training pass: (F, its target (x1 - mu - c_skip (x_t - mu)) / c_out, mu, x1), values
+        in [-1, 1]."""
+        cond, mu, _ = self.condition(self.encode(obs_coords, obs_values), query_coords, cell)
+        x1 = 2 * targets - 1
+        t = t.to(x1.dtype)
+        t_ = t[:, None, None]
+        m = mu.detach()
+        x_t = (1 - t_) * (m + self.config.noise_scale * z) + t_ * x1
+        _, c_skip, c_out = self.scalings(t_)
+        out = self.network(cond, m, x_t, t, curve_orders(query_coords, self.config.mixer_depth))
+        return out, (x1 - m - c_skip * (x_t - m)) / c_out.clamp_min(1e-3), mu, x1
 
     # ------------------------------------------------------------------ noise, sampling
     def noise(self, coords, generator=None):
-        """x0 at coords (B, Q, d): one N(0, 1) value per channel and base-grid cell, read by the
-        nearest cell, so every resolution sees the same noise field."""
-        return coordinate_noise(coords, self.config.input_size, self.config.in_channels, generator)
+        """z at coords (B, Q, d): the model's noise field, fixed by the generator."""
+        c = self.config
+        return coordinate_noise(coords, c.input_size, c.in_channels, generator, c.noise_length, c.noise_features)
 
     @torch.no_grad()
-    def sample(self, obs_coords, obs_values, query_coords, steps=50, solver="heun", generator=None,
-               hold_known=False):
-        """Integrate dx/dt = v from t=0 (noise) to 1 -> values (B, Q, C) in [0, 1] at query_coords.
-        ``hold_known``: queries at observed coordinates follow the straight path to their observed
-        value at every step and end exactly on it."""
+    def estimate(self, obs_coords, obs_values, query_coords, cell=None):
+        """The one-shot estimate mu (B, Q, C) in [0, 1] (the flow's starting point, no noise)."""
+        _, mu, _ = self.condition(self.encode(obs_coords, obs_values), query_coords, cell)
+        return ((mu + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="euler", generator=None,
+               hold_known=False, cell=None):
+        """Integrate dx/dt = v from t=0 (x0 = mu + noise) to 1 -> values (B, Q, C) in [0, 1] at
+        query_coords (any coordinates). ``hold_known``: queries at observed coordinates follow
+        the straight path to their observed value at every step and end exactly on it."""
         if solver not in ("euler", "heun"):
             raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        query_coords, _ = self._check(query_coords, what="query_coords")
-        memory = self.encode(obs_coords, obs_values)   # once per sample, not per step
-        x0 = self.noise(query_coords, generator)
+        query_coords = self._check(query_coords, what="query_coords")
+        memory = self.encode(obs_coords, obs_values)         # once per sample, not per step
+        cond, mu, _ = self.condition(memory, query_coords, cell)
+        orders = curve_orders(query_coords, self.config.mixer_depth)
+        x0 = mu + self.config.noise_scale * self.noise(query_coords, generator)
         known = None
         if hold_known:
-            dist, j = torch.cdist(query_coords, obs_coords).min(-1)
+            oc = self._check(obs_coords, what="obs_coords")
+            dist, j = torch.cdist(query_coords, oc).min(-1)
             known = dist < 1e-6
-            x1_known = (2 * obs_values - 1).gather(1, j[..., None].expand(-1, -1, x0.shape[-1]))
+            x1_known = _rows(2 * as_unit_range(obs_values, "obs_values", x0.dtype) - 1, j)
         x, dt = x0, 1.0 / steps
 
         def hold(x, t):
@@ -187,29 +329,31 @@ class SparseFieldFlow(nn.Module):
         for i in range(steps):
             t = i * dt
             x = hold(x, t)
-            v = self.velocity(memory, query_coords, x, t)
-            if solver == "heun":
+            v = self.velocity(cond, mu, x, t, orders)
+            if solver == "heun" and i < steps - 1:     # the last step is Euler: v is undefined at t = 1
                 x_e = hold(x + dt * v, t + dt)
-                v = 0.5 * (v + self.velocity(memory, query_coords, x_e, t + dt))
+                v = 0.5 * (v + self.velocity(cond, mu, x_e, t + dt, orders))
             x = x + dt * v
         x = hold(x, 1.0)
         return ((x + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
-    def posterior(self, obs_coords, obs_values, query_coords, k=8, generator=None, **kw):
-        """(mean, std) over k samples, each (B, Q, C)."""
+    def posterior(self, obs_coords, obs_values, query_coords, k=16, generator=None, **kw):
+        """(mean, std) over k samples, each (B, Q, C); std is zero for k = 1."""
         xs = torch.stack([self.sample(obs_coords, obs_values, query_coords, generator=generator, **kw)
                           for _ in range(k)])
-        return xs.mean(0), xs.std(0)
+        return xs.mean(0), (xs.std(0) if k > 1 else torch.zeros_like(xs[0]))
 
 
-def flow_matching_loss(model, obs_coords, obs_values, query_coords, targets, x0, t):
-    """Flow-matching MSE at times t (B,) from noise x0 (B, Q, C) to x1 = the targets mapped to
-    [-1, 1]: x_t = (1 - t) x0 + t x1, target velocity x1 - x0. ``model`` is the module to call
-    (DDP-wrapped or not). Returns (loss, the one-step estimate of the targets in [0, 1]:
-    x_t + (1 - t) v, for a progress PSNR)."""
-    t = t.to(targets.device, targets.dtype)[:, None, None]
-    x1 = 2 * targets - 1
-    x_t = (1 - t) * x0 + t * x1
-    v = model(obs_coords, obs_values, query_coords, x_t, t[:, 0, 0])
-    return F.mse_loss(v, x1 - x0), ((x_t + (1 - t) * v + 1) / 2).detach()
+def flow_matching_loss(model, batch, mu_weight=1.0):
+    """Bridge flow matching in the preconditioned x1-prediction form: the MSE of the network's
+    output F against (x1 - mu - c_skip (x_t - mu)) / c_out (the flow-matching loss on the
+    velocity, weighted per time so every t carries equal weight), plus ``mu_weight`` x the MSE of
+    the one-shot estimate mu in units of the residual's spread (divided by residual_std^2). ``model`` is the module to call (DDP-wrapped or not); ``batch``
+    holds obs_coords, obs_values, query_coords, cell, z, t, targets. Returns (loss, mu in [0, 1]
+    for a progress PSNR)."""
+    out, target, mu, x1 = model(batch["obs_coords"], batch["obs_values"], batch["query_coords"], batch["cell"],
+                                batch["z"], batch["t"], batch["targets"])
+    r = getattr(model, "module", model).config.residual_std
+    loss = F.mse_loss(out, target) + mu_weight * F.mse_loss(mu, x1) / r ** 2
+    return loss, ((mu.detach() + 1) / 2).clamp(0, 1)

@@ -166,3 +166,51 @@ class SimpleMambaGINR(nn.Module):
         if coords.dim() == 2:
             coords = coords.expand(latents.shape[0], -1, -1)
         return self.decoder(latents, coords)
+
+
+def _tile_starts(n, tile, stride):
+    """Tile offsets along an axis of ``n`` pixels: every ``stride`` pixels, the last flush with the end."""
+    starts = list(range(0, max(n - tile, 0) + 1, stride))
+    return starts if starts[-1] == max(n - tile, 0) else starts + [n - tile]
+
+
+@torch.no_grad()
+def render_image(model, image, size=None, scale=None, overlap=8):
+    """Render one image of any size at any resolution: ``image`` (C, H, W) in [0, 1] (at least the
+    model's input size), output ``size`` (H', W') or ``scale`` (any factor, 3.7 included) ->
+    (C, H', W'). Overlapping tiles of the model's input size (``overlap`` pixels) are encoded;
+    every output pixel is decoded from each tile that covers it, at its coordinate inside the
+    tile with its cell size, and the tiles are blended with tent weights (heavier in a tile's
+    middle), so there are no seams."""
+    if (size is None) == (scale is None):
+        raise ValueError(f"give exactly one of size= or scale=, got size={size}, scale={scale}")
+    if len(model.config.input_size) != 2:
+        raise ValueError(f"render_image works on 2-D models, this one has input_size {model.config.input_size}")
+    if not torch.is_tensor(image) or image.dim() != 3:
+        raise ValueError(f"image must be a (C, H, W) tensor in [0, 1], got "
+                         f"{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}")
+    image = as_unit_range(image, "image", model.dtype)
+    (C, H, W), (th, tw) = image.shape, model.config.input_size
+    if H < th or W < tw:
+        raise ValueError(f"image must be at least the model's input size {th}x{tw}, got {H}x{W}")
+    if overlap < 0 or overlap >= min(th, tw):
+        raise ValueError(f"overlap must be in [0, {min(th, tw)}), got {overlap}")
+    Hs, Ws = (round(H * scale), round(W * scale)) if size is None else size
+    uy, ux = ((torch.arange(n) + 0.5) * m / n for n, m in ((Hs, H), (Ws, W)))   # output centres, input pixels
+    cell = torch.tensor([H / Hs / th, W / Ws / tw])
+    out, wsum = torch.zeros(C, Hs, Ws), torch.zeros(1, Hs, Ws)
+    tent = lambda c: torch.minimum(c, 1 - c).clamp_min(1e-3)  # noqa: E731
+    for y0 in _tile_starts(H, th, th - overlap):
+        iy = ((uy >= y0) & (uy < y0 + th)).nonzero().flatten()
+        cy = (uy[iy] - y0) / th
+        tiles = torch.stack([image[:, y0:y0 + th, x0:x0 + tw] for x0 in _tile_starts(W, tw, tw - overlap)])
+        latents = model.encode(tiles)
+        for j, x0 in enumerate(_tile_starts(W, tw, tw - overlap)):
+            ix = ((ux >= x0) & (ux < x0 + tw)).nonzero().flatten()
+            cx = (ux[ix] - x0) / tw
+            coords = torch.stack(torch.meshgrid(cy, cx, indexing="ij"), -1).reshape(-1, 2)
+            pred = model.decode(latents[j:j + 1], coords, images=tiles[j:j + 1], cell=cell).float()
+            w = (tent(cy)[:, None] * tent(cx)[None, :])[None]
+            out[:, iy[:, None], ix[None, :]] += w * pred[0].T.reshape(C, len(iy), len(ix))
+            wsum[:, iy[:, None], ix[None, :]] += w
+    return (out / wsum).clamp(0, 1)

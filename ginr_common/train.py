@@ -19,6 +19,7 @@ import argparse
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -114,6 +115,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model.name, disable=rank != 0 or not progress,
                mininterval=1.0)
     t_start = time.perf_counter() - state["elapsed_s"]
+    state_start, t_step0 = state["step"], time.perf_counter()
 
     def save(name):
         state["elapsed_s"] = time.perf_counter() - t_start
@@ -153,10 +155,23 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
                 write_metrics(out, cfg, state, identity, world)
         if on_step is not None:
             on_step(step, record)
+        if step == state_start + 5 and device.type == "cpu":
+            warn_if_long(cfg, (time.perf_counter() - t_step0) / 5)
     bar.close()
     if world > 1:
         dist.barrier()
     return write_metrics(out, cfg, state, identity, world) if rank == 0 else None
+
+
+def warn_if_long(cfg, seconds_per_step, limit_hours=1.0):
+    """Warn, with an estimate from the steps so far, when a run on the CPU would take over an hour
+    (the full profile is meant for a GPU). Returns the estimate in hours."""
+    hours = seconds_per_step * cfg.steps / 3600
+    if hours > limit_hours:
+        warnings.warn(f"{cfg.model.name}: {cfg.steps} steps at {seconds_per_step:.2f} s each would take about "
+                      f"{hours:.1f} hours on this CPU; this configuration is meant for a GPU (the cpu profile "
+                      "trains in about 10 minutes)", stacklevel=3)
+    return hours
 
 
 def write_metrics(out, cfg, state, identity, world):
@@ -181,11 +196,14 @@ def main(argv=None):
     run.add_argument("--fresh", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--out", default=None, help="run folder (default checkpoints/<config>-<hash of the settings>)")
     p.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
+    p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     a = p.parse_args(argv)
     cfg = get_config(a.config, a.profile or default_profile())
     if a.steps:
         cfg.steps = a.steps
+    if a.seed is not None:
+        cfg.seed = a.seed
     if a.print_config:
         print(config_json(cfg))
         return

@@ -156,20 +156,83 @@ def render_grid(model, image, sizes=(32, 64, 128)):
 
 
 def sparse_figure(images, truth, n=4, title=""):
-    """Rows: images; columns: the observed pixels, nearest and linear interpolation, the model's
-    sample, the posterior mean, the per-pixel standard deviation, the ground truth; PSNR on the
-    unobserved pixels is not shown here (see the results), full-image PSNR in the titles."""
-    cols = [("observed", "observed"), ("nearest", "nearest"), ("linear", "linear"),
-            ("model_sample", "one sample"), ("model_mean", "posterior mean"), ("model_std", "std (x4)")]
+    """Rows: images; columns: the observed pixels, linear interpolation, the model's estimate,
+    two single samples, the means of the samples, the per-pixel spread over them, the truth.
+    Titles give full-image PSNR."""
+    means = sorted((k for k in images if k.startswith("mean_")), key=lambda k: int(k.split("_")[1]))
+    cols = [("observed", "observed"), ("linear", "linear interp."), ("estimate", "model estimate"),
+            ("sample", "one sample")] + [(k, f"mean of {k.split('_')[1]}") for k in means] + \
+           [("std", "spread (std x4)")]
     cols = [(k, t) for k, t in cols if k in images]
     n = min(n, len(truth))
-    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(1.7 * (len(cols) + 1), 1.8 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(1.6 * (len(cols) + 1), 1.75 * n), squeeze=False)
     for r in range(n):
         for c, (key, name) in enumerate(cols):
-            im = images[key][r] * (4 if key == "model_std" else 1)
-            db = "" if key in ("observed", "model_std") else f"\n{float(psnr(images[key][r:r + 1], truth[r:r + 1])):.1f} dB"
+            im = images[key][r] * (4 if key == "std" else 1)
+            db = "" if key in ("observed", "std") else f"\n{float(psnr(images[key][r:r + 1], truth[r:r + 1])):.1f} dB"
             _show(axes[r, c], im, name + db)
         _show(axes[r, -1], truth[r], "ground truth")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def zero_shot_figure(renders, n=2, title=""):
+    """For each of ``n`` images, a row per size: linear interpolation upsampled bicubically, one
+    sample, the mean of the samples, the real photograph; titles give PSNR against it."""
+    sizes = sorted(renders)
+    n = min(n, len(renders[sizes[0]][0]))
+    names = ("linear + bicubic", "one sample", "mean of samples", "real photograph")
+    fig, axes = plt.subplots(n * len(sizes), 4, figsize=(7.2, 1.9 * n * len(sizes)), squeeze=False)
+    for i in range(n):
+        for j, s in enumerate(sizes):
+            row, gt = axes[i * len(sizes) + j], renders[s][3]
+            for ax, name, im in zip(row, names, renders[s]):
+                db = "" if im is gt else f", {float(psnr(im[i:i + 1], gt[i:i + 1])):.1f} dB"
+                _show(ax, im[i], f"{name} {s}x{s}{db}")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+def recon_summary(results):
+    """A table of a reconstruction / super-resolution evaluation (``evaluate_model``'s results)
+    and sentences read from its numbers."""
+    t = results["test"]
+    lines = [f"| what | model | bicubic | model - bicubic |", "|---|---|---|---|",
+             f"| reconstruction of {t['n']} held-out 32x32 tiles | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
+    words = [f"Reconstruction of unseen tiles: {t['psnr']:.1f} dB."]
+    for s, r in results.get("super_resolution", {}).items():
+        m, b = r["model"], r["bicubic"]
+        d = m["psnr"] - b["psnr"]
+        lines.append(f"| render at {s}x{s} (x{int(s) // 32}) against the real photograph | {m['psnr']:.2f} dB "
+                     f"(SSIM {m['ssim']:.3f}) | {b['psnr']:.2f} dB (SSIM {b['ssim']:.3f}) | {d:+.2f} dB |")
+        verdict = "above" if d > 0.05 else "below" if d < -0.05 else "level with"
+        grid = (f"; error at the patch period {m['grid']:.1f}x its surroundings (bicubic {b['grid']:.1f}x"
+                f"{': a visible grid pattern' if m['grid'] > 2 * b['grid'] else ': no grid pattern'})") if "grid" in m else ""
+        words.append(f"At x{int(s) // 32} the model is {abs(d):.2f} dB {verdict} bicubic{grid}.")
+    return "\n".join(lines) + "\n\n" + " ".join(words)
+
+
+def sparse_summary(results):
+    """A table of a sparse-field evaluation (the flow task's results) and sentences read from it."""
+    free, held = results["free"], results["hold_known"]
+    lines = ["| method | known pixels | PSNR | PSNR unobserved | SSIM | TV / truth |", "|---|---|---|---|---|---|"]
+    for mode, rows in (("free", free), ("held", held)):
+        for name, r in rows.items():
+            lines.append(f"| {name} | {mode} | {r['psnr']:.2f} | {r['psnr_unobserved']:.2f} | {r.get('ssim', float('nan')):.3f} "
+                         f"| {r['tv_ratio']:.2f} |")
+    lin = free["linear"]["psnr_unobserved"]
+    means = sorted((k for k in free if k.startswith("mean_")), key=lambda k: int(k.split("_")[1]))
+    best = means[-1] if means else "sample"
+    d, d1 = free[best]["psnr_unobserved"] - lin, free["sample"]["psnr_unobserved"] - lin
+    tv = free["sample"]["tv_ratio"]
+    words = [f"On the unobserved pixels the {best.replace('_', ' of ')} samples is {abs(d):.2f} dB "
+             f"{'above' if d > 0 else 'below'} linear interpolation, one sample {abs(d1):.2f} dB "
+             f"{'above' if d1 > 0 else 'below'} it.",
+             f"One sample's total variation is {tv:.2f}x the truth's "
+             f"({'speckled' if tv > 1.25 else 'smoother than the truth' if tv < 0.8 else 'about as textured as the truth'})."]
+    for s, r in results.get("zero_shot", {}).items():
+        mk = next(k for k in r if k.startswith("mean_"))
+        dz = r[mk]["psnr"] - r["linear+bicubic"]["psnr"]
+        words.append(f"Zero-shot {s}x{s}: {abs(dz):.2f} dB {'above' if dz > 0 else 'below'} linear + bicubic.")
+    return "\n".join(lines) + "\n\n" + " ".join(words)

@@ -1,16 +1,21 @@
-"""Flow matching: the objective, both samplers against an analytic flow, masks, resolution
-consistency, known-pixel holding, checkpoints and a smoke training run."""
+"""Flow matching: the bridge objective, both samplers against an analytic flow, the space-filling
+curves, the noise field, the joint velocity, masks, known-pixel holding, checkpoints and a smoke
+training run."""
+import math
+
 import pytest
 import torch
 
 from ginr_common.checkpoints import load_checkpoint, save_checkpoint
 from ginr_common.configs import get_config
 from ginr_common.data import sparse_masks
-from ginr_common.flow import FlowConfig, SparseFieldFlow, flow_matching_loss
+from ginr_common.flow import (FlowConfig, SparseFieldFlow, coordinate_noise, curve_index, curve_orders,
+                              default_cell, flow_matching_loss)
 from ginr_common.fourier import make_grid
 from ginr_common.train import fit
 
-SMALL = dict(dim=16, depth=1, num_lp=4, d_state=4, hidden=32, n_blocks=1, heads=2, coord_freqs=4)
+SMALL = dict(dim=16, depth=1, num_lp=4, d_state=4, hidden=16, mixer_depth=2, coord_freqs=4, neighbours=4,
+             noise_features=64)
 
 
 def _obs(B=2, size=8, frac=0.25):
@@ -19,39 +24,86 @@ def _obs(B=2, size=8, frac=0.25):
     return grid[obs], torch.rand(B, obs.shape[1], 3)
 
 
+def _batch(model, B=2, Q=10, dtype=torch.float32, seed=3):
+    oc, ov = (x.to(dtype) for x in _obs(B))
+    g = torch.Generator().manual_seed(seed)
+    qc = torch.rand(B, Q, 2, generator=g, dtype=dtype)
+    return {"obs_coords": oc, "obs_values": ov, "query_coords": qc,
+            "cell": torch.full((B, 2), 1 / 8, dtype=dtype), "t": torch.rand(B, generator=g, dtype=dtype),
+            "targets": torch.rand(B, Q, 3, generator=g, dtype=dtype), "z": model.noise(qc, g)}
+
+
 def test_objective_matches_its_definition_in_float64(seed):
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL)).double()
-    oc, ov = (x.double() for x in _obs())
-    qc, targets = torch.rand(2, 10, 2, dtype=torch.float64), torch.rand(2, 10, 3, dtype=torch.float64)
-    g = torch.Generator().manual_seed(3)
-    t0, x0 = torch.rand(2, generator=g).double(), model.noise(qc, g)
-    loss, est = flow_matching_loss(model, oc, ov, qc, targets, x0, t0)
-    t = t0[:, None, None]
-    x1 = 2 * targets - 1
-    xt = (1 - t) * x0 + t * x1
-    v = model(oc, ov, qc, xt, t0)
-    assert torch.allclose(loss, ((v - (x1 - x0)) ** 2).mean())
-    assert torch.allclose(est, (xt + (1 - t) * v + 1) / 2)
+    """loss = |F - (x1 - mu - c_skip (x_t - mu)) / c_out|^2 + mu_weight |mu - x1|^2 / r^2 with
+    x_t = (1 - t)(mu + noise_scale z) + t x1, recomputed here from the model's parts; and the
+    velocity is (x1_hat - x_t) / (1 - t) with x1_hat = mu + c_skip (x_t - mu) + c_out F."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), mu_weight=0.7, **SMALL)).double()
+    torch.nn.init.normal_(model.mu_head.weight, std=0.1)
+    b = _batch(model, dtype=torch.float64)
+    loss, est = flow_matching_loss(model, b, mu_weight=0.7)
+    cond, mu, guide = model.condition(model.encode(b["obs_coords"], b["obs_values"]), b["query_coords"], b["cell"])
+    x1 = 2 * b["targets"] - 1
+    t = b["t"][:, None, None]
+    xt = (1 - t) * (mu + model.config.noise_scale * b["z"]) + t * x1
+    orders = curve_orders(b["query_coords"], model.config.mixer_depth)
+    out = model.network(cond, mu, xt, b["t"], orders)
+    _, c_skip, c_out = model.scalings(t)
+    r = model.config.residual_std
+    expected = ((out - (x1 - mu - c_skip * (xt - mu)) / c_out) ** 2).mean() + 0.7 * ((mu - x1) ** 2).mean() / r ** 2
+    assert torch.allclose(loss, expected)
+    assert torch.allclose(est, ((mu + 1) / 2).clamp(0, 1))
+    x1_hat = mu + c_skip * (xt - mu) + c_out * out
+    assert torch.allclose(model.predict(cond, mu, xt, b["t"], orders), x1_hat)
+    assert torch.allclose(model.velocity(cond, mu, xt, b["t"], orders), (x1_hat - xt) / (1 - t))
+
+
+def test_preconditioning_is_the_gaussian_posterior_in_float64():
+    """With x1 - mu ~ N(0, r^2): c_skip (x_t - mu) is the least-squares estimate of x1 - mu from
+    x_t and c_out the spread left (Monte Carlo, 400k draws); c_in makes x_t - mu unit-variance."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), residual_std=0.2, noise_scale=0.5, **SMALL))
+    g = torch.Generator().manual_seed(0)
+    r, s = 0.2, 0.5
+    d = torch.randn(400_000, generator=g, dtype=torch.float64) * r
+    z = torch.randn(400_000, generator=g, dtype=torch.float64)
+    for t in (0.0, 0.3, 0.7, 0.95):
+        xt = t * d + (1 - t) * s * z
+        c_in, c_skip, c_out = (float(c) for c in model.scalings(torch.tensor(t, dtype=torch.float64)))
+        assert abs(float((xt * d).mean() / (xt * xt).mean()) - c_skip) < 0.01
+        assert abs(float((d - c_skip * xt).std()) - c_out) < 0.01 * r
+        assert abs(float((c_in * xt).std()) - 1) < 0.01
+    c_in, c_skip, c_out = model.scalings(torch.tensor(1.0))
+    assert float(c_skip) == 1 and float(c_out) == 0
+
+
+def test_guide_is_the_normalised_convolution_in_float64(seed):
+    """mu starts (zero-initialised head) at the guide: sum_j w_j v_j / sum_j w_j with Gaussian
+    weights of guide_sigma base pixels."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), guide_sigma=1.5, **SMALL)).double()
+    b = _batch(model, dtype=torch.float64)
+    mem = model.encode(b["obs_coords"], b["obs_values"])
+    _, mu, guide = model.condition(mem, b["query_coords"], b["cell"])
+    d2 = ((b["query_coords"][:, :, None] - b["obs_coords"][:, None]) * 8).pow(2).sum(-1)
+    w = torch.exp(-d2 / (2 * 1.5 ** 2))
+    expected = (w @ (2 * b["obs_values"] - 1)) / w.sum(-1, keepdim=True)
+    assert torch.allclose(guide, expected) and torch.allclose(mu, guide)
 
 
 def test_objective_trains_every_part_of_the_model(seed):
     """After one optimizer step every parameter group, the encoder included, gets a non-zero
-    gradient (the zero-initialised time gates block it only at the very first step), and the
-    loss falls on a fixed batch."""
+    gradient, and the loss falls on a fixed batch."""
     model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL))
-    oc, ov = _obs()
-    qc, targets = make_grid((8, 8)).expand(2, -1, -1), torch.rand(2, 64, 3)
-    g = torch.Generator().manual_seed(0)
-    t, x0 = torch.rand(2, generator=g), model.noise(qc, g)
+    b = _batch(model, Q=64)
+    b["query_coords"] = make_grid((8, 8)).expand(2, -1, -1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for step in range(40):
-        loss, _ = flow_matching_loss(model, oc, ov, qc, targets, x0, t)
+        loss, _ = flow_matching_loss(model, b)
         opt.zero_grad()
         loss.backward()
         if step == 1:
             groups = {n.split(".")[0] for n, _ in model.named_parameters()}
-            assert {"stack", "lp", "obs_embed", "blocks", "q_embed", "t_embed", "head", "skip"} <= groups
+            assert {"stack", "lp", "obs_embed", "read", "cond", "mu_head", "x_embed", "t_embed", "t_proj", "mixer",
+                    "head"} <= groups
             for group in groups:
                 norm = sum(p.grad.norm() ** 2 for n, p in model.named_parameters()
                            if n.split(".")[0] == group and p.grad is not None)
@@ -62,27 +114,28 @@ def test_objective_trains_every_part_of_the_model(seed):
 
 
 class GaussianFlow(SparseFieldFlow):
-    """x1 ~ N(mu, s^2) per value, x0 ~ N(0, 1): the marginal velocity of the straight-line path is
-    E[x1 - x0 | x_t = x] = mu + (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2) (x - t mu), and its ODE
-    carries x0 to mu + s x0 exactly."""
+    """x1 ~ N(m, s^2) per value, x0 ~ N(0, 1): the marginal velocity of the straight-line path is
+    E[x1 - x0 | x_t = x] = m + (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2) (x - t m), and its ODE
+    carries x0 to m + s x0 exactly."""
 
-    mu, s = 0.3, 0.5
+    m, s = 0.3, 0.5
 
-    def encode(self, obs_coords, obs_values):
-        return None
+    def condition(self, memory, query_coords, cell=None):
+        zero = torch.zeros(*query_coords.shape[:2], 3, dtype=query_coords.dtype)
+        return None, zero, zero
 
-    def velocity(self, memory, coords, x, t):
-        mu, s = self.mu, self.s
-        return mu + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - t * mu)
+    def velocity(self, cond, mu, x, t, orders):
+        m, s = self.m, self.s
+        return m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)
 
 
 @pytest.mark.parametrize("solver,tol", [("euler", 2e-2), ("heun", 2e-4)])
 def test_samplers_follow_the_analytic_gaussian_flow(solver, tol, seed):
-    model = GaussianFlow(FlowConfig(input_size=(8, 8), **SMALL)).double()
+    model = GaussianFlow(FlowConfig(input_size=(8, 8), **{**SMALL, "noise_scale": 1.0})).double()
     oc, ov = (x.double() for x in _obs())
     qc = make_grid((8, 8)).double().expand(2, -1, -1)
     x0 = model.noise(qc, torch.Generator().manual_seed(1))
-    exact = ((model.mu + model.s * x0) + 1) / 2   # sample() returns values in [0, 1]
+    exact = ((model.m + model.s * x0) + 1) / 2   # sample() returns values in [0, 1]
     errs = []
     for steps in (25, 50):
         out = model.sample(oc, ov, qc, steps=steps, solver=solver, generator=torch.Generator().manual_seed(1))
@@ -90,6 +143,86 @@ def test_samplers_follow_the_analytic_gaussian_flow(solver, tol, seed):
     assert errs[1] < tol
     order = 1 if solver == "euler" else 2   # doubling the steps divides the error by 2^order
     assert 2 ** order * 0.7 < errs[0] / errs[1] < 2 ** order * 1.4, errs
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_hilbert_curve_visits_every_pixel_through_neighbours(transpose):
+    """On a 2^k grid, consecutive pixels along the curve are always 4-neighbours, and every pixel
+    gets its own index; the transposed curve is the same walk with the axes swapped."""
+    size = 16
+    grid = make_grid((size, size))
+    idx = curve_index(grid[None], transpose=transpose)[0]
+    assert len(set(idx.tolist())) == size * size
+    path = (grid[idx.argsort()] * size).floor()
+    steps = (path[1:] - path[:-1]).abs().sum(-1)
+    assert torch.equal(steps, torch.ones(size * size - 1))
+    first = (grid[idx.argsort()][1] - grid[idx.argsort()][0]).abs()
+    assert first.argmax() == (1 if transpose else 0)
+
+
+def test_morton_curve_orders_three_dimensional_coordinates():
+    g = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    idx = curve_index(((g + 0.5) / 4)[None], bits=2)[0]
+    assert sorted(idx.tolist()) == list(range(64))
+    # Z order: the first 8 indices are the 2x2x2 corner block
+    assert set(map(tuple, g[idx.argsort()[:8]].tolist())) == {(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)}
+
+
+def test_noise_field_is_one_gaussian_process_in_float64():
+    """The noise at a coordinate does not depend on the other queries (one field for every
+    resolution), is marginally N(0, 1) and has covariance exp(-d^2 / (2 l^2)) over many draws."""
+    length, size = 0.5, (8, 8)
+    c = torch.tensor([[[0.5, 0.5], [0.5, 0.5 + 0.5 / 8], [0.5, 0.5 + 1 / 8], [0.1, 0.9]]], dtype=torch.float64)
+    more = torch.cat([c, torch.rand(1, 50, 2, dtype=torch.float64)], 1)
+    a = coordinate_noise(c, size, 3, torch.Generator().manual_seed(0), length)
+    b = coordinate_noise(more, size, 3, torch.Generator().manual_seed(0), length)
+    assert torch.equal(a, b[:, :4])
+    z = coordinate_noise(c.expand(4000, -1, -1), size, 1, torch.Generator().manual_seed(1), length)[..., 0]
+    z = z.double()
+    cov = (z.T @ z) / len(z)
+    d = torch.tensor([0, 0.5, 1.0])                 # pixels from the first point
+    assert torch.allclose(cov[0, :3], torch.exp(-d ** 2 / (2 * length ** 2)), atol=0.06), cov[0]
+    assert abs(cov[0, 3]) < 0.06 and abs(z.mean()) < 0.05
+
+
+def test_velocity_is_joint_over_the_queries_and_order_free(seed):
+    """Changing the noisy value at one query changes the velocity at its neighbours (the
+    queries are mixed); permuting the queries permutes the velocities (they are put on the
+    curve); the conditioning of a query does not depend on the chunk size."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL)).eval()
+    for p in model.head.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    oc, ov = _obs(B=1)
+    q = make_grid((8, 8))[None]
+    with torch.no_grad():
+        mem = model.encode(oc, ov)
+        cond, mu, _ = model.condition(mem, q)
+        orders = curve_orders(q, 2)
+        x = torch.randn(1, 64, 3)
+        v = model.velocity(cond, mu, x, 0.3, orders)
+        x2 = x.clone()
+        x2[0, 27] += 1.0                           # pixel (3, 3)
+        v2 = model.velocity(cond, mu, x2, 0.3, orders)
+        for nb in (19, 26, 28, 35):                # its 4-neighbours
+            assert (v2[0, nb] - v[0, nb]).abs().max() > 1e-4
+        perm = torch.randperm(64)
+        qp = q[:, perm]
+        cp, mp, _ = model.condition(mem, qp)
+        vp = model.velocity(cp, mp, x[:, perm], 0.3, curve_orders(qp, 2))
+        assert torch.allclose(vp, v[:, perm], atol=1e-5)
+        model.config.chunk = 7
+        c7, m7, _ = model.condition(mem, q)
+        assert torch.allclose(c7, cond, atol=1e-6) and torch.allclose(m7, mu, atol=1e-6)
+        # the observation order given does not matter (tokens are put on the curve)
+        perm = torch.randperm(oc.shape[1])
+        assert torch.allclose(model.encode(oc[:, perm], ov[:, perm])["tokens"], mem["tokens"], atol=1e-5)
+
+
+def test_default_cell_is_the_pixel_size_of_a_grid():
+    assert torch.allclose(default_cell(make_grid((64, 48))[None], (32, 32)), torch.tensor([[1 / 64, 1 / 48]]))
+    assert torch.allclose(default_cell(make_grid((16, 16))[None], (32, 32)), torch.tensor([[1 / 32, 1 / 32]]))
+    assert torch.allclose(default_cell(make_grid((1024, 1024))[None, :5000], (32, 32)),
+                          torch.tensor([[1 / 256, 1 / 256]]))   # clamped at an eighth of a base pixel
 
 
 def test_masks_are_deterministic_disjoint_and_per_image():
@@ -106,27 +239,6 @@ def test_masks_are_deterministic_disjoint_and_per_image():
         sparse_masks([0], 16, supervise="all")
     with pytest.raises(ValueError, match="frac"):
         sparse_masks([0], 16, frac=0.6)
-
-
-def test_noise_and_encoder_are_resolution_consistent(seed):
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL)).eval()
-    c8, c16 = make_grid((8, 8))[None], make_grid((16, 16))[None]
-    n8 = model.noise(c8, torch.Generator().manual_seed(0)).reshape(8, 8, 3)
-    n16 = model.noise(c16, torch.Generator().manual_seed(0)).reshape(16, 16, 3)
-    assert torch.equal(n16[::2, ::2], n8) and torch.equal(n16[1::2, 1::2], n8)   # one field, nearest cell
-    oc, ov = _obs(B=1)
-    with torch.no_grad():
-        mem = model.encode(oc, ov)
-        # the encoder sees only the observations: the same memory whatever is decoded; queries
-        # do not interact, so a query's velocity does not depend on the others
-        x16 = torch.randn(1, 256, 3)
-        v_all = model.velocity(mem, c16, x16, 0.3)
-        v_some = model.velocity(mem, c16[:, 10:20], x16[:, 10:20], 0.3)
-    assert torch.allclose(v_all[:, 10:20], v_some, atol=1e-6)
-    # the observation order given does not matter (tokens are put in raster order)
-    perm = torch.randperm(oc.shape[1])
-    with torch.no_grad():
-        assert torch.allclose(model.encode(oc[:, perm], ov[:, perm]), mem, atol=1e-6)
 
 
 def test_hold_known_pixels_and_posterior(seed):

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from ginr_common.checkpoints import load_checkpoint, save_checkpoint
 from ginr_common.decoders import LAINRConfig
 from ginr_common.fourier import make_grid
-from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR
+from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR, render_image
 
 SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, decoder=LAINRConfig(hidden=32, n_freqs=4, heads=2, n_blocks=1))
 
@@ -150,3 +150,24 @@ def test_bad_inputs_are_answered_with_clear_errors(seed):
             m.decode(lat, torch.tensor([[0.5, float("nan")]]))
         # outside [0, 1] is extrapolation: finite values, no error
         assert torch.isfinite(m.decode(lat, torch.tensor([[-0.2, 1.3]]))).all()
+
+
+def test_render_image_of_any_size_and_scale(seed):
+    """One tile (an image of the input size): exactly model.render. Larger images: every output
+    pixel is covered, a constant image stays constant, and a non-integer scale gives its size."""
+    model = small_model().eval()
+    x = torch.rand(3, 32, 32)
+    assert torch.allclose(render_image(model, x, size=(40, 40)), model.render(x[None], (40, 40))[0].clamp(0, 1),
+                          atol=1e-5)
+    big = torch.rand(3, 70, 45)
+    y = render_image(model, big, scale=3.7)
+    assert y.shape == (3, 259, 166) and torch.isfinite(y).all()
+    # the blend is a convex combination of the tiles' predictions: with all tiles predicting the
+    # same constant, the output is that constant everywhere (no seam, no hole)
+    const = lambda latents, coords, images=None, cell=None: torch.full((1, coords.shape[0], 3), 0.25)  # noqa: E731
+    model.decode = const
+    assert torch.allclose(render_image(model, big, size=(100, 61)), torch.full((3, 100, 61), 0.25))
+    with pytest.raises(ValueError, match="exactly one of size= or scale="):
+        render_image(model, big)
+    with pytest.raises(ValueError, match="at least the model's input size"):
+        render_image(model, torch.rand(3, 20, 40), scale=2)

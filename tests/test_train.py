@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -221,3 +222,14 @@ def test_multiscale_batches_are_reproducible_and_supervise_hr(seed):
         hr_s = hr if S == 128 else resize(hr, (S, S))
         assert torch.allclose(target[:, n_lr:], hr_s.flatten(2).transpose(1, 2)[:, idx @ torch.tensor([S, 1])])
     assert len(sizes) > 2                                 # the scale is drawn anew every step
+
+
+def test_a_long_cpu_run_warns_with_an_estimate():
+    from ginr_common.train import warn_if_long
+    cfg = get_config("standard_fourier", "full")
+    with pytest.warns(UserWarning, match=r"about \d+\.\d hours on this CPU; this configuration is meant for a GPU"):
+        hours = warn_if_long(cfg, 0.5)
+    assert hours == pytest.approx(0.5 * cfg.steps / 3600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_long(get_config("standard_fourier", "cpu"), 0.3)      # 1500 x 0.3 s: no warning

@@ -91,8 +91,9 @@ class ReconstructionTask(Task):
             results["super_resolution_note"] = (f"{len(lr)} HR test crops {hr.shape[-1]}x{hr.shape[-1]} from the "
                                                 f"test photographs, input = antialiased {lr.shape[-1]}x{lr.shape[-1]} "
                                                 "downsample; baseline: bicubic upsampling of the same input")
+            self.figures = {"lr": lr, "renders": renders}
             fig = sr_figure(lr, renders, title=f"{model.config.name}: renders of held-out photographs")
-            fig.savefig(out / "sr.png", dpi=120)
+            fig.savefig(out / "sr.png", dpi=150)
             plt.close(fig)
         write_json(results, out / "eval.json")
         return results

@@ -1,96 +1,136 @@
 """Sparse-field reconstruction by flow matching: observe a fraction of an image's pixels and
-learn the velocity field that carries noise to the unobserved values.
+learn the flow that carries (the model's estimate + noise) to the field, at any resolution.
 
-Batch: per image, observed pixels (coordinates, values), supervised query pixels, their targets,
-and the step's noise x0 and times t (all drawn from the step's generator, so the batch is a pure
-function of the step). Masks are redrawn every step with every unobserved pixel supervised
-(cfg.mask_redraw), or fixed per image with a disjoint 20% supervised. Validation: PSNR on the
-unobserved pixels of one 10-step Heun sample of the first 64 validation images. Evaluation:
-one sample and the posterior mean against nearest and linear interpolation at the input size,
-free and holding the known pixels, and zero-shot renders at larger sizes against the real
-high-resolution crops (eval.json, sparse.png)."""
+Batch (a pure function of the step): high-resolution training crops, their antialiased
+downsample to the model's input size, a fresh random mask observing ``observe_frac`` of its
+pixels; a render scale s (1 on NATIVE_SHARE of the steps, else s ~ U(cfg.sr_scales)) and a window of at most input_size pixels of the
+crop resized to input_size * s (the queries, their targets and cell size), the noise field at
+the queries and the times. With sr_scales=None the queries are the input-size image itself.
+
+Validation: PSNR on the unobserved pixels of the mean of 4 eight-step samples on 32 validation
+tiles. Evaluation: see ``SparseFlowTask.evaluate``.
+"""
+import math
+import time
+
 import matplotlib.pyplot as plt
 import torch
+from tqdm.auto import tqdm
 
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.data import resize, sparse_masks, take_rows
 from ginr_common.flow import coordinate_noise, flow_matching_loss
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import masked_psnr, psnr, ssim
+from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
 from ginr_common.tasks.base import Task, write_json
-from ginr_common.viz import sparse_figure
+from ginr_common.viz import sparse_figure, zero_shot_figure
 
 EVAL_MASK_SEED = 42
+NATIVE_SHARE = 0.5     # with sr_scales: the share of steps supervised at the input size itself (s = 1)
 
 
 class SparseFlowTask(Task):
     name = "sparse_flow"
 
+    @property
+    def train_split(self):
+        return "train_hr" if self.cfg.sr_scales else "train"
+
+    def check_data(self, datasets, data):
+        if self.cfg.sr_scales and "train_hr" not in datasets:
+            raise ValueError(f"{self.cfg.model.name} trains at several scales (sr_scales={self.cfg.sr_scales}) and "
+                             f"needs high-resolution training crops, which the {data!r} data does not have: use "
+                             "data='photos' or sr_scales=()")
+        super().check_data(datasets, data)
+
     def batch(self, train_set, step):
         cfg, mcfg = self.cfg, self.cfg.model
         images, g, idx = self.images(train_set, step)
-        grid, values = make_grid(mcfg.input_size), images.flatten(2).transpose(1, 2)
-        if cfg.mask_redraw:
-            ids = [step * cfg.batch_size + j for j in range(len(idx))]
-            obs, sup = sparse_masks(ids, grid.shape[0], mcfg.observe_frac, seed=cfg.seed + 1, supervise="rest")
-        else:
-            obs, sup = sparse_masks(idx, grid.shape[0], mcfg.observe_frac, seed=EVAL_MASK_SEED, supervise="disjoint")
-        grid_b = grid.expand(len(idx), -1, -1)
-        query_coords = take_rows(grid_b, sup)
-        return {"obs_coords": take_rows(grid_b, obs), "obs_values": take_rows(values, obs),
-                "query_coords": query_coords, "targets": take_rows(values, sup),
-                "t": torch.rand(len(idx), generator=g),
-                "x0": coordinate_noise(query_coords, mcfg.input_size, mcfg.in_channels, g)}
+        size = mcfg.input_size
+        hr = images
+        lr = resize(images, size) if images.shape[2:] != size else images
+        B, n = len(idx), math.prod(size)
+        ids = [step * cfg.batch_size + j for j in range(B)] if cfg.mask_redraw else idx
+        obs, _ = sparse_masks(ids, n, mcfg.observe_frac, seed=cfg.seed + 1 if cfg.mask_redraw else EVAL_MASK_SEED)
+        grid = make_grid(size).expand(B, -1, -1)
+        target_img = lr
+        if cfg.sr_scales:
+            lo, hi = cfg.sr_scales
+            u = float(torch.rand((), generator=g))
+            s = 1.0 if u < NATIVE_SHARE else lo + (hi - lo) * (u - NATIVE_SHARE) / (1 - NATIVE_SHARE)
+            hr_size = tuple(max(m, round(m * s)) for m in size)
+            target_img = lr if hr_size == size else hr if hr.shape[2:] == hr_size else resize(hr, hr_size)
+        S = target_img.shape[2:]
+        win = [min(a, b) for a, b in zip(S, size)]      # a window of at most input_size pixels
+        start = [int(torch.randint(0, a - w + 1, (), generator=g)) for a, w in zip(S, win)]
+        full = make_grid(S).view(*S, len(S))
+        sl = tuple(slice(o, o + w) for o, w in zip(start, win))
+        queries = full[sl].reshape(-1, len(S)).expand(B, -1, -1)
+        targets = target_img[(slice(None), slice(None), *sl)].flatten(2).transpose(1, 2)
+        values = lr.flatten(2).transpose(1, 2)
+        return {"obs_coords": take_rows(grid, obs), "obs_values": take_rows(values, obs),
+                "query_coords": queries, "targets": targets,
+                "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1),
+                "t": torch.rand(B, generator=g),
+                "z": coordinate_noise(queries, size, mcfg.in_channels, g, mcfg.noise_length, mcfg.noise_features)}
 
     def loss(self, net, batch):
-        loss, estimate = flow_matching_loss(net, batch["obs_coords"], batch["obs_values"], batch["query_coords"],
-                                            batch["targets"], batch["x0"], batch["t"])
-        return loss, psnr(estimate, batch["targets"]).mean()
+        loss, mu = flow_matching_loss(net, batch, self.cfg.model.mu_weight)
+        return loss, psnr(mu, batch["targets"]).mean()
 
     def validate(self, model, datasets):
         val = datasets["val"]
-        images = torch.stack([val[i][0] for i in range(min(64, len(val)))])
-        return evaluate_sparse(model, images, k=1, steps=10)["model_sample"]["psnr_unobserved"]
+        pick = torch.linspace(0, len(val) - 1, min(32, len(val))).long()
+        images = torch.stack([val[int(i)][0] for i in pick])
+        return evaluate_sparse(model, images, ks=(4,), steps=8, with_ssim=False)["mean_4"]["psnr_unobserved"]
 
-    def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, n_images=64, k=4, steps=50,
-                 sizes=(64, 96, 128), n_hr=8, k_hr=1):
-        """At the input size on the first ``n_images`` test images, with and without holding known
-        pixels, against nearest and linear interpolation; zero-shot at ``sizes`` on ``n_hr`` of the
-        HR test crops ``sr_pairs``. Writes eval.json and sparse.png; returns the results (and keeps
-        the predictions in ``self.figures``)."""
+    def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, n_images=32, k=16, steps=8,
+                 solver="euler", sizes=(64, 96, 128), n_hr=8, k_hr=4):
+        """At the input size, on ``n_images`` test tiles spread over the test split: the guide,
+        the model's estimate, one sample and the means of 4 and ``k`` samples (free and holding
+        the observed pixels), nearest and linear interpolation; zero-shot at ``sizes`` on ``n_hr``
+        HR test crops ``sr_pairs`` (mean of ``k_hr`` samples against linear + bicubic). Writes
+        eval.json, sparse.png and zero_shot.png; returns the results (predictions kept in
+        ``self.figures``)."""
         test = datasets["test"]
-        images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
-        results = {"n_images": len(images), "k": k, "steps": steps, "solver": "heun"}
+        pick = torch.linspace(0, len(test) - 1, min(n_images, len(test))).long()
+        images = torch.stack([test[int(i)][0] for i in pick])
+        ks = tuple(sorted({1, 4, k}))
+        results = {"n_images": len(images), "k": k, "steps": steps, "solver": solver}
         preds = {}
         for hold in (False, True):
-            r = evaluate_sparse(model, images, k=k, steps=steps, hold_known=hold, baselines=not hold, with_ssim=True)
+            r = evaluate_sparse(model, images, ks=ks, steps=steps, solver=solver, hold_known=hold, baselines=not hold,
+                                with_ssim=True, progress=progress)
             preds[hold] = r.pop("images")
             results["hold_known" if hold else "free"] = r
-        figures = {"sparse": preds[False]}
+        self.figures = {"sparse": preds[False], "truth": images}
+        c = model.config
+        fig = sparse_figure(preds[False], images, n=4, title=f"{c.name}: {c.observe_frac:.0%} of each held-out tile "
+                            f"observed; {solver} {steps} steps")
+        fig.savefig(out / "sparse.png", dpi=150)
+        plt.close(fig)
         if sr_pairs is not None:
             lr, hr = sr_pairs
             pick = torch.linspace(0, len(lr) - 1, min(n_hr, len(lr))).long()
-            results["zero_shot"], figures["zero_shot"] = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes,
-                                                                                   k=k_hr, steps=steps)
-            results["zero_shot_note"] = (f"{len(pick)} HR test crops; {model.config.observe_frac:.0%} of the "
-                                         f"{lr.shape[-1]}x{lr.shape[-1]} downsample observed; model: mean of {k_hr} "
-                                         "sample(s); baseline: bicubic upsampling of the linear interpolation")
-            figures["lr"] = lr[pick]
-        fig = sparse_figure(preds[False], images, n=4, title=f"{model.config.name}: {model.config.observe_frac:.0%} "
-                            f"observed, {k} samples, Heun {steps} steps")
-        fig.savefig(out / "sparse.png", dpi=120)
-        plt.close(fig)
+            results["zero_shot"], renders = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes, k=k_hr,
+                                                                      steps=steps, solver=solver)
+            results["zero_shot_note"] = (f"{len(pick)} HR test crops; {c.observe_frac:.0%} of the {lr.shape[-1]}x"
+                                         f"{lr.shape[-1]} downsample observed; model: mean of {k_hr} samples; "
+                                         "baseline: bicubic upsampling of the linear interpolation")
+            self.figures["zero_shot"] = renders
+            fig = zero_shot_figure(renders, title=f"{c.name}: zero-shot renders (mean of {k_hr}) of held-out crops")
+            fig.savefig(out / "zero_shot.png", dpi=150)
+            plt.close(fig)
         write_json(results, out / "eval.json")
-        self.figures = figures
         return results
 
 
-def _observe(images, frac):
-    """The evaluation masks (seed 42, per image index) applied to images (B, C, H, W):
-    (obs coords, obs values, full grid (B, H*W, 2), unobserved mask (B, H*W))."""
+def observe(images, frac, seed=EVAL_MASK_SEED):
+    """The evaluation masks (per image index) applied to images (B, C, H, W): (obs coords,
+    obs values, full grid (B, H*W, 2), unobserved mask (B, H*W))."""
     B, C, H, W = images.shape
     grid = make_grid((H, W)).expand(B, -1, -1)
-    obs, _ = sparse_masks(range(B), H * W, frac, seed=EVAL_MASK_SEED)
+    obs, _ = sparse_masks(range(B), H * W, frac, seed=seed)
     values = images.flatten(2).transpose(1, 2)
     unobserved = torch.ones(B, H * W, dtype=torch.bool).scatter_(1, obs, False)
     return take_rows(grid, obs), take_rows(values, obs), grid, unobserved
@@ -98,60 +138,78 @@ def _observe(images, frac):
 
 def _scores(pred, images, unobserved, with_ssim):
     out = {"psnr": float(psnr(pred, images).mean()),
-           "psnr_unobserved": float(masked_psnr(pred, images, unobserved).mean())}
+           "psnr_unobserved": float(masked_psnr(pred, images, unobserved).mean()),
+           "tv_ratio": float((total_variation(pred) / total_variation(images).clamp_min(1e-8)).mean())}
     if with_ssim:
         out["ssim"] = float(ssim(pred, images).mean())
     return out
 
 
 @torch.no_grad()
-def evaluate_sparse(model, images, k=8, steps=50, solver="heun", hold_known=False, seed=0, baselines=False,
-                    with_ssim=False, batch_size=64):
+def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="euler", hold_known=False, seed=0,
+                    baselines=False, with_ssim=False, batch_size=32, progress=False):
     """Sparse-field reconstruction of ``images`` (B, C, H, W) at the model's input size from the
-    evaluation masks: the model's first sample, the mean of ``k`` samples, and with ``baselines``
-    nearest and linear interpolation on the same masks. Each: PSNR on the full image, PSNR on the
-    unobserved pixels only (, SSIM). Returns {method: scores, ..., "images": predictions}."""
+    evaluation masks. Rows: ``sample`` (one sample), ``mean_k`` (the mean of the first k samples
+    for each k in ``ks``), ``estimate`` (the model's one-shot estimate mu), ``guide`` ... and
+    with ``baselines`` nearest and linear interpolation on the same masks. Each: PSNR on the
+    full image and on the unobserved pixels, the total-variation ratio to the truth (, SSIM);
+    the sampled rows also seconds per sample per image. Returns {row: scores, ...,
+    "images": predictions incl. "std" over the largest k}."""
     model.eval()
     B, C, H, W = images.shape
-    oc, ov, grid, unobserved = _observe(images, model.config.observe_frac)
+    oc, ov, grid, unobserved = observe(images, model.config.observe_frac)
     as_img = lambda v: v.transpose(1, 2).reshape(B, C, H, W)  # noqa: E731
     g = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(k):
-        parts = [model.sample(oc[i:i + batch_size], ov[i:i + batch_size], grid[i:i + batch_size],
-                              steps=steps, solver=solver, generator=g, hold_known=hold_known)
-                 for i in range(0, B, batch_size)]
+    samples, t0 = [], time.perf_counter()
+    for _ in tqdm(range(max(ks)), desc="samples", disable=not progress, leave=False):
+        parts = [model.sample(oc[i:i + batch_size], ov[i:i + batch_size], grid[i:i + batch_size], steps=steps,
+                              solver=solver, generator=g, hold_known=hold_known) for i in range(0, B, batch_size)]
         samples.append(as_img(torch.cat(parts)))
-    preds = {"model_sample": samples[0]}
-    if k > 1:
-        stacked = torch.stack(samples)
-        preds["model_mean"], preds["model_std"] = stacked.mean(0), stacked.std(0)
+    per_sample = (time.perf_counter() - t0) / (max(ks) * B)
+    stacked = torch.stack(samples)
+    preds = {"sample": samples[0], **{f"mean_{k}": stacked[:k].mean(0) for k in ks if k > 1}}
+    preds["estimate"] = as_img(torch.cat([model.estimate(oc[i:i + batch_size], ov[i:i + batch_size],
+                                                         grid[i:i + batch_size]) for i in range(0, B, batch_size)]))
     if baselines:
         for m in ("nearest", "linear"):
             preds[m] = as_img(interpolate_sparse(oc, ov, grid, m))
-    res = {name: _scores(p, images, unobserved, with_ssim) for name, p in preds.items() if name != "model_std"}
-    res["images"] = {**preds, "observed": images * (~unobserved).reshape(B, 1, H, W)}
+    res = {name: _scores(p, images, unobserved, with_ssim) for name, p in preds.items()}
+    for name in preds:
+        if name == "sample" or name.startswith("mean_"):
+            res[name]["seconds_per_image"] = per_sample * (1 if name == "sample" else int(name.split("_")[1]))
+    res["images"] = {**preds, "std": stacked.std(0) if len(samples) > 1 else torch.zeros_like(samples[0]),
+                     "observed": images * (~unobserved).reshape(B, 1, H, W)}
     return res
 
 
 @torch.no_grad()
-def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=50, seed=0):
-    """Observe the evaluation mask of each input ``lr``, sample at each size and compare with the
-    real HR crop resized to that size; baseline: bicubic upsampling of the linearly interpolated
-    input. ({size: {"model_mean": psnr/ssim, "linear+bicubic": ...}}, renders)."""
+def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=8, solver="euler", seed=0,
+                              batch_size=4):
+    """Observe the evaluation mask of each input ``lr``, sample at each size (one noise field for
+    every size) and compare with the real HR crop resized to that size; baseline: bicubic
+    upsampling of the linearly interpolated input. ({size: {"mean_k": {psnr, ssim}, "sample":
+    {..., tv_ratio}, "linear+bicubic": ...}}, {size: (baseline, sample, mean, truth)})."""
     model.eval()
     B, C, h, w = lr.shape
-    oc, ov, grid, _ = _observe(lr, model.config.observe_frac)
+    oc, ov, grid, _ = observe(lr, model.config.observe_frac)
     lin = interpolate_sparse(oc, ov, grid, "linear").transpose(1, 2).reshape(B, C, h, w)
     res, renders = {}, {}
     for s in sizes:
         q = make_grid((s, s)).expand(B, -1, -1)
-        g = torch.Generator().manual_seed(seed)   # the same noise field at every size
-        mean, _ = model.posterior(oc, ov, q, k=k, generator=g, steps=steps)
-        y = mean.transpose(1, 2).reshape(B, C, s, s)
+        means, firsts = [], []
+        for i in range(0, B, batch_size):
+            g = torch.Generator().manual_seed(seed)   # the same noise field at every size
+            xs = [model.sample(oc[i:i + batch_size], ov[i:i + batch_size], q[i:i + batch_size], steps=steps,
+                               solver=solver, generator=g) for _ in range(k)]
+            firsts.append(xs[0])
+            means.append(torch.stack(xs).mean(0))
+        img = lambda v: v.transpose(1, 2).reshape(B, C, s, s)  # noqa: E731
+        mean, first = img(torch.cat(means)), img(torch.cat(firsts))
         b = bicubic(lin, (s, s))
         gt = hr if s == hr.shape[-1] else resize(hr, (s, s))
-        res[str(s)] = {n: {"psnr": float(psnr(p, gt).mean()), "ssim": float(ssim(p, gt).mean())}
-                       for n, p in (("model_mean", y), ("linear+bicubic", b))}
-        renders[s] = (b, y, gt)
+        tv = total_variation(gt).clamp_min(1e-8)
+        res[str(s)] = {name: {"psnr": float(psnr(p, gt).mean()), "ssim": float(ssim(p, gt).mean()),
+                              "tv_ratio": float((total_variation(p) / tv).mean())}
+                       for name, p in ((f"mean_{k}", mean), ("sample", first), ("linear+bicubic", b))}
+        renders[s] = (b, first, mean, gt)
     return res, renders
