@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh clone (each makes .venv and installs what it needs):
-#   make run    the main job: execute notebook 1 headlessly with the cpu profile (~10 min training on
-#               the embedded photos): checkpoint, metrics.json, eval.json, sr.png and the executed
-#               notebook in checkpoints/standard_fourier/
+#   make run    the main job: execute notebook 1 headlessly with the cpu profile, training its model
+#               from scratch (~10 min on the embedded photos): checkpoints, metrics.json, eval.json,
+#               sr.png in checkpoints/standard_fourier-<hash>/, the executed notebook in
+#               checkpoints/standard_fourier/
 #   make test   the test suite and every notebook under nbval in the smoke profile (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	GINR_PROFILE=cpu $(PY) -m jupyter nbconvert --to notebook --execute notebooks/01_standard_fourier.ipynb \
+	GINR_PROFILE=cpu GINR_TRAIN=1 $(PY) -m jupyter nbconvert --to notebook --execute notebooks/01_standard_fourier.ipynb \
 		--ExecutePreprocessor.timeout=-1 --output-dir checkpoints/standard_fourier
 
 test: $(STAMP)

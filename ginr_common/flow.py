@@ -80,7 +80,7 @@ def curve_index(coords, transpose=False, bits=16):
     long: the Hilbert curve for d = 2 (axes swapped with ``transpose``), the Morton (Z) curve
     otherwise. Nearby coordinates get nearby indices, whatever the set of coordinates."""
     n = 1 << bits
-    q = (coords.clamp(0, 1) * (n - 1)).long()
+    q = (coords.clamp(0, 1) * n).long().clamp(max=n - 1)     # the cell of a 2^bits grid
     if transpose:
         q = q.flip(-1)
     if q.shape[-1] != 2:

@@ -31,8 +31,8 @@ print(f"profile {{PROFILE}}; train from scratch: {{TRAIN}}")"""
 
 SHIPPED = """model = load_pretrained(CONFIG)
 manifest = pretrained_manifest(CONFIG)
-print(f"shipped weights: `{{manifest['training_command']}}`, best of {{manifest['best_step']}} steps, "
-      f"{{manifest['train_seconds'] / 60:.0f}} min on 2 CPU cores; photos sha256 {{manifest['data']['sha256'][:12]}}")
+print(f"shipped weights: `{{manifest['training_command']}}`, selected on validation at step {{manifest['best_step']}}, "
+      f"trained {{manifest['train_seconds'] / 60:.0f}} min on 2 CPU cores; photos sha256 {{manifest['data']['sha256'][:12]}}")
 print(f"{{sum(p.numel() for p in model.parameters()) / 1e6:.2f}} M parameters; configuration:")
 print(json.dumps(json.loads(manifest["train_config"])["model"], indent=1))
 viz.lp_placement_figure(model);"""
@@ -157,8 +157,8 @@ print(f"profile {PROFILE}; train from scratch: {TRAIN}")"""
 
 FLOW_SHIPPED = """model = load_pretrained(CONFIG)
 manifest = pretrained_manifest(CONFIG)
-print(f"shipped weights: `{manifest['training_command']}`, best of {manifest['best_step']} steps, "
-      f"{manifest['train_seconds'] / 60:.0f} min on 2 CPU cores; photos sha256 {manifest['data']['sha256'][:12]}")
+print(f"shipped weights: `{manifest['training_command']}`, selected on validation at step {manifest['best_step']}, "
+      f"trained {manifest['train_seconds'] / 60:.0f} min on 2 CPU cores; photos sha256 {manifest['data']['sha256'][:12]}")
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; configuration:")
 print(json.dumps(json.loads(manifest["train_config"])["model"], indent=1))
 images = torch.stack([data["test"][i * 97 % len(data["test"])][0] for i in range(4)])
@@ -233,7 +233,7 @@ def flow_notebook():
 NOTEBOOKS["04_flow_matching_sparse.ipynb"] = flow_notebook()
 
 
-def shrink(path, width=560, quality=70):
+def shrink(path, width=1000, quality=75):
     """Keep an executed notebook's outputs small enough to commit: each PNG figure becomes a JPEG at
     most ``width`` pixels wide; the notebook is written into notebooks/ under its own name.
     ``python notebooks/_build.py --shrink /tmp/out/01_standard_fourier.ipynb``"""

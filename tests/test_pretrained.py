@@ -53,3 +53,29 @@ def test_save_and_from_pretrained_round_trip(tmp_path, seed):
     (tmp_path / "mine" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not match"):
         from_pretrained(tmp_path / "mine")
+
+
+def test_shipped_flow_velocity_is_joint_and_its_sample_coherent():
+    """In the shipped flow model a change of the noisy value at one pixel moves the velocity at
+    each of its 4 neighbours; a sample of a held-out tile is neither speckled nor flat (total
+    variation within [0.5, 2] of the truth's)."""
+    from ginr_common.flow import curve_orders
+    from ginr_common.fourier import make_grid
+    from ginr_common.metrics import total_variation
+    from ginr_common.tasks.sparse_flow import observe
+
+    model = load_pretrained("flow_sparse")
+    x = load_dataset("photos")["test"][300][0][None]
+    oc, ov, grid, _ = observe(x, model.config.observe_frac)
+    with torch.no_grad():
+        cond, mu, _ = model.condition(model.encode(oc, ov), grid)
+        orders = curve_orders(grid, model.config.mixer_depth)
+        xt = mu + 0.1 * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+        v = model.velocity(cond, mu, xt, 0.5, orders)
+        xt[0, 16 * 32 + 16] += 0.5
+        v2 = model.velocity(cond, mu, xt, 0.5, orders)
+    for nb in (15 * 32 + 16, 17 * 32 + 16, 16 * 32 + 15, 16 * 32 + 17):
+        assert (v2[0, nb] - v[0, nb]).abs().max() > 1e-4, nb
+    y = model.sample(oc, ov, make_grid((32, 32))[None], generator=torch.Generator().manual_seed(0))
+    ratio = float(total_variation(y.transpose(1, 2).reshape(1, 3, 32, 32)) / total_variation(x))
+    assert 0.5 < ratio < 2, ratio
