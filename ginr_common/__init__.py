@@ -5,8 +5,8 @@ Dependencies flow one way: scan <- mamba <- encoder <- model / flow <- checkpoin
 decoders depend on fourier (and the transformer block for SCENT's latent processor); viz depends
 on metrics.
 """
-from ginr_common.checkpoints import (from_pretrained, load_checkpoint, load_pretrained, pretrained_manifest,
-                                     save_checkpoint, save_pretrained)
+from ginr_common.checkpoints import (describe_pretrained, from_pretrained, load_checkpoint, load_pretrained,
+                                     pretrained_manifest, save_checkpoint, save_pretrained)
 from ginr_common.decoders import LAINRConfig, SCENTConfig
 from ginr_common.encoder import MambaEncoder, PatchTokenizer
 from ginr_common.flow import FlowConfig, SparseFieldFlow
@@ -18,7 +18,7 @@ from ginr_common.tokens import ImplicitSequentialBias, SequentialBiasVisualizati
 
 __version__ = "0.2.0"
 __all__ = [
-    "BiMamba", "BiMambaStack", "EncoderBlock", "FlowConfig", "FourierFeatures", "GINRConfig",
+    "BiMamba", "BiMambaStack", "describe_pretrained", "EncoderBlock", "FlowConfig", "FourierFeatures", "GINRConfig",
     "GaussianFourierFeatures", "ImplicitSequentialBias", "LAINRConfig", "Mamba", "MambaEncoder", "MambaGINR",
     "PatchTokenizer", "SCENTConfig", "SequentialBiasVisualization", "SimpleMambaGINR", "SparseFieldFlow",
     "from_pretrained", "load_checkpoint", "load_pretrained", "lp_diversity", "make_grid", "pretrained_manifest",

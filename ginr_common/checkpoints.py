@@ -184,3 +184,12 @@ def pretrained_manifest(name):
     if name not in PRETRAINED:
         raise ValueError(f"pretrained model must be one of {PRETRAINED}, got {name!r}")
     return json.loads((WEIGHTS / name / "manifest.json").read_text())
+
+
+def describe_pretrained(name):
+    """A few lines on a shipped model: how it was trained, its size and its configuration."""
+    m, model = pretrained_manifest(name), load_pretrained(name)
+    cfg = json.dumps(json.loads(m["train_config"])["model"], indent=1)
+    return (f"shipped weights: `{m['training_command']}`, selected on validation at step {m['best_step']}, trained "
+            f"{m['train_seconds'] / 60:.0f} min on 2 CPU cores; photos sha256 {m['data']['sha256'][:12]}\n"
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; configuration:\n{cfg}")

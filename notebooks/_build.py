@@ -6,13 +6,12 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = """import json
-import os
+SETUP = """import os
 
 import matplotlib.pyplot as plt
 import torch
 
-from ginr_common import load_checkpoint, load_pretrained, pretrained_manifest, render_image, viz
+from ginr_common import describe_pretrained, load_checkpoint, load_pretrained, render_image, viz
 from ginr_common.baselines import bicubic
 from ginr_common.configs import config_json, default_profile, get_config, run_name
 from ginr_common.data import load_dataset, resize
@@ -30,11 +29,7 @@ data = load_dataset("photos")
 print(f"profile {{PROFILE}}; train from scratch: {{TRAIN}}")"""
 
 SHIPPED = """model = load_pretrained(CONFIG)
-manifest = pretrained_manifest(CONFIG)
-print(f"shipped weights: `{{manifest['training_command']}}`, selected on validation at step {{manifest['best_step']}}, "
-      f"trained {{manifest['train_seconds'] / 60:.0f}} min on 2 CPU cores; photos sha256 {{manifest['data']['sha256'][:12]}}")
-print(f"{{sum(p.numel() for p in model.parameters()) / 1e6:.2f}} M parameters; configuration:")
-print(json.dumps(json.loads(manifest["train_config"])["model"], indent=1))
+print(describe_pretrained(CONFIG))
 viz.lp_placement_figure(model);"""
 
 RESULTS = """# held-out photographs: reconstruction of the 32x32 test tiles, and renders of 32x32 downsamples
@@ -133,13 +128,12 @@ NOTEBOOKS = {
         "scent"),
 }
 
-FLOW_SETUP = """import json
-import os
+FLOW_SETUP = """import os
 
 import matplotlib.pyplot as plt
 import torch
 
-from ginr_common import load_checkpoint, load_pretrained, make_grid, pretrained_manifest, viz
+from ginr_common import describe_pretrained, load_checkpoint, load_pretrained, make_grid, viz
 from ginr_common.configs import config_json, default_profile, get_config, run_name
 from ginr_common.data import load_dataset
 from ginr_common.evaluate import evaluate_model
@@ -156,11 +150,7 @@ data = load_dataset("photos")
 print(f"profile {PROFILE}; train from scratch: {TRAIN}")"""
 
 FLOW_SHIPPED = """model = load_pretrained(CONFIG)
-manifest = pretrained_manifest(CONFIG)
-print(f"shipped weights: `{manifest['training_command']}`, selected on validation at step {manifest['best_step']}, "
-      f"trained {manifest['train_seconds'] / 60:.0f} min on 2 CPU cores; photos sha256 {manifest['data']['sha256'][:12]}")
-print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; configuration:")
-print(json.dumps(json.loads(manifest["train_config"])["model"], indent=1))
+print(describe_pretrained(CONFIG))
 images = torch.stack([data["test"][i * 97 % len(data["test"])][0] for i in range(4)])
 oc, ov, grid, unobserved = observe(images, model.config.observe_frac)   # the evaluation masks (seed 42)
 viz.image_row([*images, *(images * (~unobserved).reshape(4, 1, 32, 32))], ["held-out tile"] * 4 + ["observed 20%"] * 4,

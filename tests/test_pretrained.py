@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ginr_common import GINRConfig, MambaGINR
-from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, from_pretrained, load_pretrained, pretrained_manifest,
-                                     save_pretrained)
+from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, describe_pretrained, from_pretrained, load_pretrained,
+                                     pretrained_manifest, save_pretrained)
 from ginr_common.data import dataset_identity, load_dataset
 from ginr_common.release import check
 
@@ -27,6 +27,7 @@ def test_shipped_model_reproduces_its_manifest(name, datasets):
     assert manifest["training_command"].startswith("python -m ginr_common.train")
     split = manifest["data"]["split"]       # trained on the photo set this version builds
     assert manifest["data"] == dataset_identity(datasets[split], "photos", split)
+    assert manifest["training_command"] in describe_pretrained(name)
     got = check(model, datasets)
     assert got["protocol"] == manifest["check"]["protocol"]
     for key, want in manifest["check"]["psnr"].items():
