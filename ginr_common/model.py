@@ -1,5 +1,5 @@
 """MambaGINR: patch tokens + LPs through a BiMamba encoder, and a decoder that reads the LP
-latents at any coordinates (encode / decode / render); SimpleMambaGINR, the quick-start API."""
+latents at any coordinates (encode / decode / render); SimpleMambaGINR, a compact all-in-one API."""
 from dataclasses import dataclass, field
 
 import torch
@@ -124,7 +124,7 @@ class MambaGINR(nn.Module):
 
 
 class SimpleMambaGINR(nn.Module):
-    """The quick-start API: ``model(input_features (B, N, input_dim), coords (B, Q, k) or (Q, k))``
+    """A compact all-in-one API: ``model(input_features (B, N, input_dim), coords (B, Q, k) or (Q, k))``
     -> (B, Q, output_dim); ``model.tokenize(images)`` -> per-pixel features (B, H*W, C).
 
     ``coord_dim=None`` (the default) accepts 1-, 2- or 3-D coordinates (an image or a volume):

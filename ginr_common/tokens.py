@@ -162,7 +162,7 @@ class ImplicitSequentialBias(nn.Module):
 
 
 class SequentialBiasVisualization:
-    """As in the quick-start: ``visualize_placement(seq_len, num_lp, type)`` where seq_len is the
+    """``visualize_placement(seq_len, num_lp, type)`` where seq_len is the
     length of the interleaved sequence (LPs included); prints and returns the pattern."""
 
     @staticmethod
