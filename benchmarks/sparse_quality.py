@@ -12,7 +12,7 @@ the unobserved pixels, the total-variation ratio to the truth, for the model's o
 one sample and the means of 4 and k samples, free and holding the observed pixels; nearest and
 linear interpolation (scipy griddata) on the same masks. Zero-shot: the mean of 4 samples at 64,
 96, 128 against the real crop, beside bicubic upsampling of the linear interpolation. Times one
-128x128 sample (16 Euler steps; best of 3 in a fresh process) with its peak memory. Prints mean and spread over the seeds and
+128x128 sample (16 Euler steps; best of 3 in a separate process) with its peak memory. Prints mean and spread over the training seeds and
 the targets; writes results/<out>.md and .json.
 """
 import argparse
@@ -97,14 +97,14 @@ def main(argv=None):
     q = make_grid((128, 128))[None]
     sample = lambda: model.sample(oc, ov, q, steps=16, generator=torch.Generator().manual_seed(0))  # noqa: E731
     mem128 = peak_rss_rise(sample) / 2**20
-    # the time in a fresh process with the ordinary allocator (this one serves every block by mmap so
+    # the time in a separate process with the ordinary allocator (this one serves every block by mmap so
     # that its resident memory tracks live memory, which slows allocation-heavy code)
     t128 = float(subprocess.run([sys.executable, "-c", TIME_128, str(ck0)], capture_output=True, text=True, check=True,
                                 env={k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}).stdout)
 
     mean_k = f"mean_{a.k}"
     lines = [f"profile {a.profile}, seeds {a.seeds}: {a.n_images} test tiles (fixed masks, 20% observed), "
-             f"{a.solver} {a.steps} steps, k = {a.k}. Mean ± spread over the seeds.", ""]
+             f"{a.solver} {a.steps} steps, k = {a.k}. Mean ± spread over the training seeds.", ""]
     rows = []
     for v in a.variants:
         rs = [runs[(v, s)][0] for s in a.seeds]
@@ -151,7 +151,7 @@ def main(argv=None):
               for s, (m_, b) in zs.items()]
     goals.append(f"one 128x128 sample, 16 Euler steps: {t128:.2f} s (target < 5 s), peak memory rise {mem128:.0f} MB -> "
                  f"{ok(t128 < 5)}")
-    lines += ["Targets (first variant, mean over the seeds):", "", *[f"- {g}" for g in goals]]
+    lines += ["Targets (first variant, mean over the training seeds):", "", *[f"- {g}" for g in goals]]
     text = "\n".join(lines)
     print("\n" + text)
     write_results(RESULTS / a.out, "sparse_quality.py", argv or sys.argv[1:], text,

@@ -64,7 +64,7 @@ def release(name, seed=0, profile="cpu"):
     done = ck / "eval.json"      # the default evaluation of this best.pt, when already run
     results = json.loads(done.read_text()) if done.exists() and done.stat().st_mtime > (ck / "best.pt").stat().st_mtime \
         else None
-    if results is None or results.get("step") != ckpt["train_state"].get("step") or "options" in results:
+    if results is None or results.get("step") != ckpt["train_state"].get("step"):
         results, _ = evaluate_checkpoint(ck / "best.pt", "photos", progress=False)
     model.eval()
     manifest = {

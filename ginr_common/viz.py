@@ -198,7 +198,7 @@ def recon_summary(results):
     """A table of a reconstruction / super-resolution evaluation (``evaluate_model``'s results)
     and sentences read from its numbers."""
     t = results["test"]
-    lines = [f"| what | model | bicubic | model - bicubic |", "|---|---|---|---|",
+    lines = ["| what | model | bicubic | model - bicubic |", "|---|---|---|---|",
              f"| reconstruction of {t['n']} held-out 32x32 tiles | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
     words = [f"Reconstruction of unseen tiles: {t['psnr']:.1f} dB."]
     for s, r in results.get("super_resolution", {}).items():

@@ -18,13 +18,22 @@ from ginr_common.data import augment
 
 class Task:
     name = ""
-    train_split = "train"        # the entry of load_dataset(...) it trains on
 
     def __init__(self, cfg):
         self.cfg = cfg
 
+    @property
+    def train_split(self):
+        """The entry of load_dataset(...) it trains on: high-resolution crops when it trains at
+        several scales (cfg.sr_scales), else the input-size images."""
+        return "train_hr" if self.cfg.sr_scales else "train"
+
     def check_data(self, datasets, data):
         """Raise ValueError when ``datasets`` (from load_dataset(data)) lacks what the task needs."""
+        if self.cfg.sr_scales and "train_hr" not in datasets:
+            raise ValueError(f"{self.cfg.model.name} trains at several scales (sr_scales={self.cfg.sr_scales}) and "
+                             f"needs high-resolution training crops, which the {data!r} data does not have: use "
+                             "data='photos' or sr_scales=()")
         for split in (self.train_split, "val"):
             if split not in datasets:
                 raise ValueError(f"task {self.name!r} needs the {split!r} split, which the {data!r} data "

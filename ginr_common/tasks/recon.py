@@ -27,17 +27,6 @@ from ginr_common.viz import sr_figure
 class ReconstructionTask(Task):
     name = "recon"
 
-    @property
-    def train_split(self):
-        return "train_hr" if self.cfg.sr_scales else "train"
-
-    def check_data(self, datasets, data):
-        if self.cfg.sr_scales and ("train_hr" not in datasets or "val" not in datasets):
-            raise ValueError(f"{self.cfg.model.name} trains at several scales (sr_scales={self.cfg.sr_scales}) and "
-                             f"needs high-resolution training crops, which the {data!r} data does not have: use "
-                             "data='photos'")
-        super().check_data(datasets, data)
-
     def batch(self, train_set, step):
         cfg = self.cfg
         images, g, _ = self.images(train_set, step)

@@ -32,17 +32,6 @@ NATIVE_SHARE = 0.5     # with sr_scales: the share of steps supervised at the in
 class SparseFlowTask(Task):
     name = "sparse_flow"
 
-    @property
-    def train_split(self):
-        return "train_hr" if self.cfg.sr_scales else "train"
-
-    def check_data(self, datasets, data):
-        if self.cfg.sr_scales and "train_hr" not in datasets:
-            raise ValueError(f"{self.cfg.model.name} trains at several scales (sr_scales={self.cfg.sr_scales}) and "
-                             f"needs high-resolution training crops, which the {data!r} data does not have: use "
-                             "data='photos' or sr_scales=()")
-        super().check_data(datasets, data)
-
     def batch(self, train_set, step):
         cfg, mcfg = self.cfg, self.cfg.model
         images, g, idx = self.images(train_set, step)
