@@ -57,6 +57,11 @@ VARIANTS = {   # name: (config, change, what it tests)
                        "a self-attention encoder of the same width and depth instead of BiMamba"),
     "gf": ("gaussian_fourier", None, "notebook 2: correction on top of bicubic, Gaussian features, x1-x4"),
     "gf/no-skip": ("gaussian_fourier", _set(model_input_skip=False), "without the bicubic input skip"),
+    "gf/no-filter": ("gaussian_fourier", _set(model_pixel_filter=0, lr_weight=0.5),
+                     "without the pixel filter, half the loss on the input grid (the earlier notebook 2)"),
+    "gf/filter4": ("gaussian_fourier", _set(model_pixel_filter=4), "a 4x4 pixel filter instead of 8x8"),
+    "sf/pixel-filter": ("standard_fourier", _set(model_pixel_filter=8),
+                        "notebook 1 plus an 8x8 pixel filter predicted by the decoder"),
     "scent": ("scent", None, "notebook 3: SCENT cross-attention + locality bias + the 4 nearest patch tokens"),
     "scent/no-tokens": ("scent", _dec(local_tokens=False), "SCENT reading the LPs only (global attention)"),
 }

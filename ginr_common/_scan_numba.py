@@ -1,14 +1,17 @@
 """Numba kernels behind the fast CPU selective scan (``backend="numba"``).
 
-Recurrence, per batch b and channel d (state size N):
+Recurrence, per batch b and channel d (state size N), and the output stage:
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t        y_t = <C_t, h_t>
+    out_t = (y_t + D u_t) * silu(z_t)
 
-Forward runs the recurrence once, writes y and keeps only the state at the start of each chunk
-of ``T`` steps (``hs``, size L/T of a full state history). Backward walks the chunks in reverse,
-recomputes the chunk's states from its checkpoint into a small local buffer and runs the
-reverse (adjoint) scan:
+Forward runs the recurrence once, writes ``out`` token-major and keeps only the state at the
+start of each chunk of ``T`` steps (``hs``, size L/T of a full state history). Backward walks the
+chunks in reverse, recomputes the chunk's states from its checkpoint into a small local buffer
+and runs the reverse (adjoint) scan:
     g_t = C_t * dy_t + exp(delta_{t+1} A) * g_{t+1}   (dL/dh_t)
-from which du, ddelta, dA, dB and dC follow in closed form. Peak memory is O(B D L N / T).
+from which du, ddelta, dA, dB, dC, dD and dz follow in closed form. Peak memory is O(B D L N / T).
+A work item takes a block of DB channels, so that DB independent recurrences overlap in the
+pipeline. The inputs may be strided views; they are read in place.
 
 float32 uses a vectorisable exp (exponent bits + degree-7 polynomial, ~2e-7 relative error);
 float64 uses ``math.exp`` so the float64 build of the kernel can be checked tightly.
@@ -63,115 +66,202 @@ def _exp_into_overload(x, out, ibuf, m):
 
 
 @njit(fastmath=True, inline="always", cache=True)
-def _chunk_decays(delta, A, b, d, t0, m, xb, eb, ib):
-    """eb[i*N + n] = exp(delta[b, d, t0 + i] * A[d, n]) for the m steps of a chunk."""
+def _chunk_decays(delta, A, b, d0, DB, t0, m, xb, eb, ib):
+    """eb[(i*DB + c)*N + n] = exp(delta[b, d0+c, t0+i] * A[d0+c, n]): a block of DB channels over
+    the m steps of a chunk, laid out so that one step of all the block's channels is contiguous."""
     N = A.shape[1]
     for i in range(m):
-        dt = delta[b, d, t0 + i]
-        for n in range(N):
-            xb[i * N + n] = dt * A[d, n]
-    exp_into(xb, eb, ib, m * N)
+        for c in range(DB):
+            dt = delta[b, d0 + c, t0 + i]
+            for n in range(N):
+                xb[(i * DB + c) * N + n] = dt * A[d0 + c, n]
+    exp_into(xb, eb, ib, m * DB * N)
+
+
+@njit(fastmath=True, inline="always", cache=True)
+def _neg_exp(z, b, d0, DB, t0, m, xb, eb, ib):
+    """eb[i*DB + c] = exp(-z[b, d0+c, t0+i]) (for the gate's sigmoid), vectorised."""
+    for i in range(m):
+        for c in range(DB):
+            xb[i * DB + c] = -z[b, d0 + c, t0 + i]
+    exp_into(xb, eb, ib, m * DB)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def forward(u, delta, A, Bt, Ct, T, y, hs):
+def forward(u, delta, A, Bt, Ct, D, z, has_z, T, DB, out, hs):
+    """out[b, t, d] = (y + D u) * silu(z) (or y + D u without z); hs: states at chunk starts.
+    Work items are (batch, block of DB channels): the DB recurrences are independent, so their
+    steps overlap in the CPU's pipeline instead of waiting on one chain."""
     nb, nd, L = u.shape
     N = A.shape[1]
-    G = Bt.shape[1]
-    dpg = nd // G
+    dpg = nd // Bt.shape[1]
     K = (L + T - 1) // T
-    for bd in prange(nb * nd):
-        b = bd // nd
-        d = bd % nd
-        g = d // dpg
-        h = np.zeros(N, u.dtype)
+    nblk = nd // DB
+    for w in prange(nb * nblk):
+        b = w // nblk
+        d0 = (w % nblk) * DB
+        g = d0 // dpg
+        h = np.zeros(DB * N, u.dtype)
         zero = h[0]
-        xb = np.empty(T * N, u.dtype)
-        eb = np.empty(T * N, u.dtype)
-        ib = np.empty(T * N, np.int32)
+        xb = np.empty(T * DB * N, u.dtype)
+        eb = np.empty(T * DB * N, u.dtype)
+        ib = np.empty(T * DB * N, np.int32)
+        yb = np.empty(T * DB, u.dtype)
         for k in range(K):
             t0 = k * T
             m = min(L - t0, T)
-            for n in range(N):
-                hs[b, d, k, n] = h[n]
-            _chunk_decays(delta, A, b, d, t0, m, xb, eb, ib)
+            for c in range(DB):
+                for n in range(N):
+                    hs[b, d0 + c, k, n] = h[c * N + n]
+            _chunk_decays(delta, A, b, d0, DB, t0, m, xb, eb, ib)
             for i in range(m):
                 t = t0 + i
-                du = delta[b, d, t] * u[b, d, t]
-                acc = zero
-                for n in range(N):
-                    h[n] = eb[i * N + n] * h[n] + du * Bt[b, g, t, n]
-                    acc += Ct[b, g, t, n] * h[n]
-                y[b, d, t] = acc
-        for n in range(N):
-            hs[b, d, K, n] = h[n]
+                for c in range(DB):
+                    d = d0 + c
+                    uu = u[b, d, t]
+                    du = delta[b, d, t] * uu
+                    acc = zero
+                    base = (i * DB + c) * N
+                    for n in range(N):
+                        hv = eb[base + n] * h[c * N + n] + du * Bt[b, g, t, n]
+                        h[c * N + n] = hv
+                        acc += Ct[b, g, t, n] * hv
+                    yb[i * DB + c] = acc + D[d] * uu
+            if has_z:
+                _neg_exp(z, b, d0, DB, t0, m, xb, eb, ib)
+                for i in range(m):
+                    for c in range(DB):
+                        yb[i * DB + c] *= z[b, d0 + c, t0 + i] / (1 + eb[i * DB + c])
+            for i in range(m):
+                for c in range(DB):
+                    out[b, t0 + i, d0 + c] = yb[i * DB + c]
+        for c in range(DB):
+            for n in range(N):
+                hs[b, d0 + c, K, n] = h[c * N + n]
+
 
 @njit(parallel=True, fastmath=True, cache=True)
-def backward(u, delta, A, Bt, Ct, hs, dy, dlast, T, S, du, ddelta, dA_bd, dB_s, dC_s):
+def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, DB, S,
+             du, ddelta, dz, dA_bd, dD_bd, dB_s, dC_s):
+    """Gradients of forward's out (cotangent ``dout``, (b, L, d)) and last state (``dlast``).
+    Per chunk, in reverse: recompute the decays and states from the checkpoint, the gate's
+    gradients, the adjoint scan g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}, then du, ddelta
+    (through the softplus when ``softplus``: its derivative is 1 - exp(-delta)), dz, dD, dA, and
+    dB, dC summed over the block's channels into the work item's slice ``s``."""
     nb, nd, L = u.shape
     N = A.shape[1]
     G = Bt.shape[1]
     dpg = nd // G
     K = (L + T - 1) // T
+    nblk_g = dpg // DB
     for w in prange(nb * G * S):
         b = w // (G * S)
         g = (w // S) % G
         s = w % S
-        d_lo = g * dpg + (s * dpg) // S
-        d_hi = g * dpg + ((s + 1) * dpg) // S
-        xb = np.empty(T * N, u.dtype)
-        eb = np.empty(T * N, u.dtype)
-        ib = np.empty(T * N, np.int32)
-        hb = np.empty((T + 1) * N, u.dtype)
-        gst = np.empty(N, u.dtype)
-        dAl = np.empty(N, u.dtype)
+        blk_lo = g * nblk_g + (s * nblk_g) // S
+        blk_hi = g * nblk_g + ((s + 1) * nblk_g) // S
+        xb = np.empty(T * DB * N, u.dtype)
+        eb = np.empty(T * DB * N, u.dtype)
+        ib = np.empty(T * DB * N, np.int32)
+        hb = np.empty((T + 1) * DB * N, u.dtype)
+        gb = np.empty(T * DB * N, u.dtype)
+        gst = np.empty(DB * N, u.dtype)
+        dAl = np.empty(DB * N, u.dtype)
+        dDl = np.empty(DB, u.dtype)
+        yb = np.empty(T * DB, u.dtype)
+        sg = np.empty(T * DB, u.dtype)
+        accB = np.empty(N, u.dtype)
+        accC = np.empty(N, u.dtype)
         zero = u[0, 0, 0] * 0
-        for d in range(d_lo, d_hi):
-            for n in range(N):
-                gst[n] = dlast[b, d, n]
-                dAl[n] = 0.0
+        for blk in range(blk_lo, blk_hi):
+            d0 = blk * DB
+            for c in range(DB):
+                dDl[c] = 0.0
+                for n in range(N):
+                    gst[c * N + n] = dlast[b, d0 + c, n]
+                    dAl[c * N + n] = 0.0
             for k in range(K - 1, -1, -1):
                 t0 = k * T
                 m = min(L - t0, T)
-                # recompute this chunk's decays and states from its checkpoint
-                _chunk_decays(delta, A, b, d, t0, m, xb, eb, ib)
-                for n in range(N):
-                    hb[n] = hs[b, d, k, n]
+                if has_z:  # sigmoid(z) first: it reuses the decay buffers
+                    _neg_exp(z, b, d0, DB, t0, m, xb, eb, ib)
+                    for i in range(m * DB):
+                        sg[i] = 1 / (1 + eb[i])
+                _chunk_decays(delta, A, b, d0, DB, t0, m, xb, eb, ib)
+                for c in range(DB):
+                    for n in range(N):
+                        hb[c * N + n] = hs[b, d0 + c, k, n]
+                # states, the scan output y and the gate's gradients
                 for i in range(m):
                     t = t0 + i
-                    dbu = delta[b, d, t] * u[b, d, t]
-                    for n in range(N):
-                        hb[(i + 1) * N + n] = eb[i * N + n] * hb[i * N + n] + dbu * Bt[b, g, t, n]
-                # reverse scan over the chunk: g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}
+                    for c in range(DB):
+                        d = d0 + c
+                        uu = u[b, d, t]
+                        dbu = delta[b, d, t] * uu
+                        acc = zero
+                        base = (i * DB + c) * N
+                        for n in range(N):
+                            hv = eb[base + n] * hb[base + n] + dbu * Bt[b, g, t, n]
+                            hb[base + DB * N + n] = hv
+                            acc += Ct[b, g, t, n] * hv
+                        dyo = dout[b, t, d]
+                        if has_z:
+                            q = sg[i * DB + c]
+                            zz = z[b, d, t]
+                            dz[b, d, t] = dyo * (acc + D[d] * uu) * q * (1 + zz * (1 - q))
+                            dyo = dyo * zz * q
+                        dDl[c] += dyo * uu
+                        yb[i * DB + c] = dyo
+                # adjoint scan over the chunk
                 for i in range(m - 1, -1, -1):
                     t = t0 + i
-                    dyt = dy[b, d, t]
-                    for n in range(N):
-                        gn = gst[n] + Ct[b, g, t, n] * dyt
-                        xb[i * N + n] = gn
-                        gst[n] = gn * eb[i * N + n]
-                # closed-form gradients from g (xb), states (hb) and decays (eb)
+                    for c in range(DB):
+                        dyt = yb[i * DB + c]
+                        base = (i * DB + c) * N
+                        for n in range(N):
+                            gn = gst[c * N + n] + Ct[b, g, t, n] * dyt
+                            gb[base + n] = gn
+                            gst[c * N + n] = gn * eb[base + n]
+                # closed-form gradients
                 for i in range(m):
                     t = t0 + i
-                    dt = delta[b, d, t]
-                    uu = u[b, d, t]
-                    dyt = dy[b, d, t]
-                    dtu = dt * uu
-                    sB = zero
-                    sA = zero
                     for n in range(N):
-                        gn = xb[i * N + n]
-                        dC_s[s, b, g, t, n] += dyt * hb[(i + 1) * N + n]
-                        dB_s[s, b, g, t, n] += gn * dtu
-                        sB += gn * Bt[b, g, t, n]
-                        x = gn * hb[i * N + n] * eb[i * N + n]
-                        sA += x * A[d, n]
-                        dAl[n] += x * dt
-                    du[b, d, t] = dt * sB
-                    ddelta[b, d, t] = uu * sB + sA
-            for n in range(N):
-                dA_bd[b, d, n] = dAl[n]
-
+                        accB[n] = zero
+                        accC[n] = zero
+                    for c in range(DB):
+                        d = d0 + c
+                        dt = delta[b, d, t]
+                        uu = u[b, d, t]
+                        dyt = yb[i * DB + c]
+                        dtu = dt * uu
+                        sB = zero
+                        sA = zero
+                        base = (i * DB + c) * N
+                        for n in range(N):
+                            gn = gb[base + n]
+                            accC[n] += dyt * hb[base + DB * N + n]
+                            accB[n] += gn * dtu
+                            sB += gn * Bt[b, g, t, n]
+                            x = gn * hb[base + n] * eb[base + n]
+                            sA += x * A[d, n]
+                            dAl[c * N + n] += x * dt
+                        du[b, d, t] = dt * sB + D[d] * dyt
+                        ddelta[b, d, t] = uu * sB + sA
+                    for n in range(N):
+                        dC_s[s, b, g, t, n] += accC[n]
+                        dB_s[s, b, g, t, n] += accB[n]
+                if softplus:  # d softplus(x)/dx = sigmoid(x) = 1 - exp(-softplus(x))
+                    for i in range(m):
+                        for c in range(DB):
+                            xb[i * DB + c] = -delta[b, d0 + c, t0 + i]
+                    exp_into(xb, eb, ib, m * DB)
+                    for i in range(m):
+                        for c in range(DB):
+                            ddelta[b, d0 + c, t0 + i] *= 1 - eb[i * DB + c]
+            for c in range(DB):
+                dD_bd[b, d0 + c] = dDl[c]
+                for n in range(N):
+                    dA_bd[b, d0 + c, n] = dAl[c * N + n]
 
 
 def kernels(dtype):

@@ -89,29 +89,33 @@ PROFILES = {
             sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
     # notebook 2: super-resolution as a correction on top of bicubic: a local decoder with Gaussian
-    # random Fourier features of the offsets, trained on real HR crops at random scales x1-x4
+    # random Fourier features of the offsets and a predicted 8x8 filter over the input pixels around
+    # each query, trained on real HR crops at random scales x1-x4 (80% of the loss on the HR pixels)
     "gaussian_fourier": {
         "smoke": TrainConfig(
             task="sr",
             model=GINRConfig(name="gaussian_fourier", dim=32, depth=1, num_lp=16, d_state=8, input_skip=True,
+                             pixel_filter=8,
                              decoder=LocalConfig(hidden=64, n_blocks=1, sources=("lps", "tokens"), features="gaussian",
                                                  n_freqs=16, sigma=1.0)),
             steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10,
-            sr_scales=(1, 4), lr_queries=256, sr_queries=256),
+            sr_scales=(1, 4), lr_queries=256, sr_queries=256, lr_weight=0.2),
         "cpu": TrainConfig(
             task="sr",
             model=GINRConfig(name="gaussian_fourier", dim=64, depth=2, num_lp=64, d_state=16, input_skip=True,
+                             pixel_filter=8,
                              decoder=LocalConfig(hidden=128, n_blocks=2, sources=("lps", "tokens"), features="gaussian",
                                                  n_freqs=16, sigma=1.0)),
             steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
-            sr_scales=(1, 4), lr_queries=256, sr_queries=512),
+            sr_scales=(1, 4), lr_queries=256, sr_queries=512, lr_weight=0.2),
         "full": TrainConfig(
             task="sr",
             model=GINRConfig(name="gaussian_fourier", dim=256, depth=6, num_lp=256, d_state=16, input_skip=True,
+                             pixel_filter=8,
                              decoder=LocalConfig(hidden=512, n_blocks=3, sources=("lps", "tokens"), features="gaussian",
                                                  n_freqs=16, sigma=1.0)),
             steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,
-            sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
+            sr_scales=(1, 4), lr_queries=512, sr_queries=1024, lr_weight=0.2),
     },
     # notebook 3: SCENT-style decoder (cross-attention to the LPs with a locality bias) whose query
     # features also read the 4 nearest patch tokens; trained like notebook 1

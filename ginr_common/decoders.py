@@ -333,13 +333,54 @@ class LocalDecoder(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
         self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
 
-    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False):
+    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False,
+                return_features=False):
+        """-> (B, Q, out_dim); with ``return_features`` also the features before the head (B, Q, hidden)."""
         if return_attention:
             raise ValueError("the local decoder has no attention to return")
         cell = _cell(cell, coords)
         srcs = {"lps": latents, "tokens": tokens}
-        h = sum(reader(srcs[name], coords, cell) for name, reader in self.readers.items())
-        return self.head(self.blocks(h))
+        h = self.blocks(sum(reader(srcs[name], coords, cell) for name, reader in self.readers.items()))
+        return (self.head(h), h) if return_features else self.head(h)
+
+
+class PixelFilter(nn.Module):
+    """A linear filter over the k^d input pixels around each query, its weights predicted per query
+    from the decoder's features, the query's position inside its input pixel and its cell size
+    (kernel prediction): output = sum_j w_j(features, offset, cell) * (pixel_j - mean of the k^d
+    pixels). The correction has zero DC gain: it adds detail and never shifts the local mean, so
+    the weights need not cancel the image's brightness (without this the filter learns several
+    times slower). A filter per offset can undo much of the blur of an antialiased downsample
+    (wide support: k = 8 by default); the features make it depend on the content. The last layer
+    starts at zero (the filter starts as no correction)."""
+
+    def __init__(self, hidden, k=8, coord_dim=2):
+        super().__init__()
+        if k < 2 or k % 2:
+            raise ValueError(f"the pixel filter's size k must be even and >= 2, got {k}")
+        self.k, self.d = k, coord_dim
+        self.net = nn.Sequential(nn.Linear(hidden + 2 * coord_dim, hidden), nn.GELU(), nn.Linear(hidden, k ** coord_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, feats, images, coords, cell):
+        """feats (B, Q, hidden), images (B, C, *S), coords and cell (B, Q, d) -> (B, Q, C)."""
+        S = torch.tensor(images.shape[2:], device=coords.device, dtype=coords.dtype)
+        if len(S) != self.d:
+            raise ValueError(f"the pixel filter reads {self.d}-D images, got images of shape {tuple(images.shape)}")
+        u = coords * S - 0.5                                    # input pixel i at u = i
+        base = u.floor()
+        w = self.net(torch.cat([feats, u - base, cell * S], -1))  # (B, Q, k^d)
+        flat = images.flatten(2).transpose(1, 2)                  # (B, P, C)
+        strides = torch.tensor([math.prod(images.shape[3 + i:]) for i in range(self.d)], device=coords.device)
+        taps = []
+        for o in itertools.product(range(self.k), repeat=self.d):
+            idx = (base + torch.tensor(o, device=coords.device, dtype=coords.dtype) - (self.k // 2 - 1))
+            idx = torch.minimum(idx.clamp(min=0), S - 1).long() @ strides
+            taps.append(flat.gather(1, idx[..., None].expand(-1, -1, flat.shape[-1])))
+        taps = torch.stack(taps, -1)                              # (B, Q, C, k^d)
+        taps = taps - taps.mean(-1, keepdim=True)                 # zero DC: adds detail, keeps the mean
+        return (taps @ w[:, :, :, None]).squeeze(-1)
 
 
 def _cell(cell, coords):

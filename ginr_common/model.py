@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from ginr_common.baselines import sample_bicubic
-from ginr_common.decoders import LAINRConfig, LocalConfig, SCENTConfig, build_decoder, decoder_config
+from ginr_common.decoders import (LAINRConfig, LocalConfig, PixelFilter, SCENTConfig, build_decoder,
+                                  decoder_config)
 from ginr_common.encoder import MambaEncoder
 from ginr_common.fourier import make_grid
 from ginr_common.inputs import as_coords, as_unit_range
@@ -35,6 +36,8 @@ class GINRConfig:
     input_skip: bool = False    # decode a residual over bicubic interpolation of the input (needs images)
     pixel_tokens: bool = False  # with a decoder that reads patch tokens: add a projection of each patch's own
                                 # pixels to its encoded token (pixel-aligned features keep the exact input)
+    pixel_filter: int = 0       # k > 0: add a k^d filter over the input pixels around each query, its weights
+                                # predicted by the local decoder (decoders.PixelFilter); needs images at decode
     query_chunk: int = 16384
 
     def __post_init__(self):
@@ -42,6 +45,8 @@ class GINRConfig:
         self.decoder = decoder_config(self.decoder)
         if not isinstance(self.decoder, (LAINRConfig, SCENTConfig, LocalConfig)):
             raise TypeError(f"decoder must be a LAINRConfig, SCENTConfig or LocalConfig, got {type(self.decoder).__name__}")
+        if self.pixel_filter and not isinstance(self.decoder, LocalConfig):
+            raise ValueError(f"pixel_filter needs the local decoder (LocalConfig), got {type(self.decoder).__name__}")
 
     @property
     def reads_tokens(self):
@@ -65,6 +70,11 @@ class MambaGINR(nn.Module):
         self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d): the LPs' homes
         tok = self.encoder.tokenizer
         self.pixel_proj = nn.Linear(tok.patch_dim, c.dim) if c.reads_tokens and c.pixel_tokens else None
+        self.pixel_filter = (PixelFilter(c.decoder.hidden, c.pixel_filter, len(c.input_size)) if c.pixel_filter
+                             else None)
+        if c.input_skip:  # a residual over bicubic starts at bicubic: the decoder's last layer starts at zero
+            nn.init.zeros_(self.decoder.head[-1].weight)
+            nn.init.zeros_(self.decoder.head[-1].bias)
 
     @property
     def dtype(self):
@@ -88,8 +98,9 @@ class MambaGINR(nn.Module):
         -> (B, Q, C). ``cell``: each query's pixel footprint (1 / S per axis; a (d,) tensor, or
         (B, Q, d)); default the input's, 1 / input_size. Queries are decoded in chunks of
         ``config.query_chunk``. With ``config.input_skip`` the output is a residual added to the
-        bicubic interpolation of ``images`` (the encoder's input) at the queries, which must then
-        be given."""
+        bicubic interpolation of ``images`` (the encoder's input) at the queries; with
+        ``config.pixel_filter`` a filter over the input pixels around each query is added; both
+        need ``images``."""
         d = len(self.config.input_size)
         coords = as_coords(coords, d, "coords", latents.dtype)
         if coords.dim() == 2:
@@ -100,17 +111,25 @@ class MambaGINR(nn.Module):
         cell = torch.as_tensor(cell, dtype=coords.dtype, device=coords.device).expand_as(coords)
         m = self.config.num_lp
         lps, tokens = (latents[:, :m], latents[:, m:]) if self.config.reads_tokens else (latents, None)
+        if (self.config.input_skip or self.pixel_filter is not None) and images is None:
+            raise ValueError("this model reads its input at decoding (input_skip or pixel_filter): pass images=")
+        if images is not None:
+            images = as_unit_range(images, "images", coords.dtype)
         n = self.config.query_chunk
-        parts = [self.decoder(lps, coords[:, i:i + n], lp_coords=self.lp_coords, tokens=tokens, cell=cell[:, i:i + n],
-                              **kw)
+        parts = [self._decode_chunk(lps, coords[:, i:i + n], tokens, cell[:, i:i + n], images, kw)
                  for i in range(0, coords.shape[1], n)]
         w = torch.cat([p[1] for p in parts], 2) if kw.get("return_attention") else None
         out = torch.cat([p[0] for p in parts], 1) if w is not None else torch.cat(parts, 1)
         if self.config.input_skip:
-            if images is None:
-                raise ValueError("this model (input_skip=True) decodes a residual over its input: pass images=")
-            out = out + sample_bicubic(as_unit_range(images, "images", out.dtype), coords)
+            out = out + sample_bicubic(images, coords)
         return (out, w) if w is not None else out
+
+    def _decode_chunk(self, lps, coords, tokens, cell, images, kw):
+        if self.pixel_filter is None:
+            return self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell, **kw)
+        out, feats = self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell,
+                                  return_features=True, **kw)
+        return out + self.pixel_filter(feats, images, coords, cell)
 
     def render(self, images, size):
         """Decode every image on a pixel-centre grid of ``size`` -> (B, C, *size)."""

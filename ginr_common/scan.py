@@ -163,37 +163,66 @@ def _torch_backward(u, delta, A, B, C, hs, dy, dlast, T):
 
 
 # ----------------------------------------------------------------------------- numba kernels
-def _numba_forward(u, delta, A, B, C, T):
-    from ginr_common import _scan_numba
-
-    b, d, L = u.shape
-    fwd, _ = _scan_numba.kernels(u.numpy().dtype)
-    y = torch.empty_like(u)
-    hs = u.new_empty(b, d, math.ceil(L / T) + 1, A.shape[1])
-    Bt, Ct = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
-    fwd(u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), T, y.numpy(), hs.numpy())
-    return y, hs
+def _channel_block(dpg):
+    """Channels per numba work item: the largest of 8, 4, 2, 1 dividing the channels per group."""
+    return next(c for c in (8, 4, 2, 1) if dpg % c == 0)
 
 
-def _numba_backward(u, delta, A, B, C, hs, dy, dlast, T):
-    from numba import get_num_threads
+def _as_numba(X):
+    """A tensor as a numpy array for the kernels: strided views are read as they are."""
+    return X.detach().numpy()
 
-    from ginr_common import _scan_numba
 
-    b, d, L = u.shape
-    G, N = B.shape[1], A.shape[1]
-    _, bwd = _scan_numba.kernels(u.numpy().dtype)
-    S = max(1, min(d // G, -(-2 * get_num_threads() // (b * G))))  # enough work items per thread
-    du, ddelta = torch.empty_like(u), torch.empty_like(u)
-    dA_bd = u.new_empty(b, d, N)
-    dB_s = u.new_zeros(S, b, G, L, N)
-    dC_s = u.new_zeros(S, b, G, L, N)
-    Bt, Ct = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
-    bwd(u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), hs.numpy(), dy.numpy(),
-        dlast.numpy(), T, S, du.numpy(), ddelta.numpy(), dA_bd.numpy(), dB_s.numpy(), dC_s.numpy())
-    dB = dB_s.sum(0).transpose(-1, -2)
-    dC = dC_s.sum(0).transpose(-1, -2)
-    return du, ddelta, dA_bd.sum(0), dB, dC
+class _NumbaScan(torch.autograd.Function):
+    """The whole selective scan in two numba kernels: delta's softplus gradient, the D skip and the
+    silu(z) gate are computed inside them, strided inputs are read without copies, and the output
+    is written token-major ((b, L, d), returned as a (b, d, L) view) for the output projection."""
+
+    @staticmethod
+    def forward(ctx, u, delta_raw, A, B, C, D, z, delta_bias, delta_softplus):
+        from ginr_common import _scan_numba
+
+        b, d, L = u.shape
+        G, N = B.shape[1], A.shape[1]
+        delta = _prepare_delta(delta_raw, delta_bias, delta_softplus, u.dtype)
+        Dw = D if D is not None else u.new_zeros(d)
+        zw = z if z is not None else u
+        DB = _channel_block(d // G)
+        out = u.new_empty(b, L, d)
+        hs = u.new_empty(b, d, math.ceil(L / CHUNK) + 1, N)
+        fwd, _ = _scan_numba.kernels(_as_numba(u).dtype)
+        fwd(_as_numba(u), _as_numba(delta), _as_numba(A), _as_numba(B.transpose(-1, -2)),
+            _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw), z is not None, CHUNK, DB,
+            out.numpy(), hs.numpy())
+        ctx.save_for_backward(u, delta, A, B, C, Dw, zw, hs)
+        ctx.flags = (D is not None, z is not None, delta_bias is not None, delta_softplus, delta_raw.dim())
+        return out.transpose(1, 2), hs[:, :, -1].clone()
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        from numba import get_num_threads
+
+        from ginr_common import _scan_numba
+
+        u, delta, A, B, C, Dw, zw, hs = ctx.saved_tensors
+        has_D, has_z, has_bias, softplus, _ = ctx.flags
+        b, d, L = u.shape
+        G, N = B.shape[1], A.shape[1]
+        DB = _channel_block(d // G)
+        S = max(1, min(d // G // DB, -(-2 * get_num_threads() // (b * G))))  # enough work items per thread
+        dout = u.new_zeros(b, L, d) if dout is None else dout.transpose(1, 2).contiguous()
+        dlast = hs.new_zeros(hs[:, :, -1].shape) if dlast is None else dlast.contiguous()
+        du, ddelta, dz = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
+        dA_bd, dD_bd = u.new_empty(b, d, N), u.new_empty(b, d)
+        dB_s, dC_s = u.new_zeros(S, b, G, L, N), u.new_zeros(S, b, G, L, N)
+        _, bwd = _scan_numba.kernels(_as_numba(u).dtype)
+        bwd(_as_numba(u), _as_numba(delta), _as_numba(A), _as_numba(B.transpose(-1, -2)),
+            _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw), has_z, softplus, hs.numpy(),
+            dout.numpy(), dlast.numpy(), CHUNK, DB, S, du.numpy(), ddelta.numpy(), dz.numpy(),
+            dA_bd.numpy(), dD_bd.numpy(), dB_s.numpy(), dC_s.numpy())
+        dbias = ddelta.sum((0, 2)) if has_bias else None
+        return (du, ddelta, dA_bd.sum(0), dB_s.sum(0).transpose(-1, -2), dC_s.sum(0).transpose(-1, -2),
+                dD_bd.sum(0) if has_D else None, dz if has_z else None, dbias, None)
 
 
 def _triton_forward(*args):
@@ -208,8 +237,7 @@ def _triton_backward(*args):
     return _scan_triton.backward(*args)
 
 
-_IMPLS = {"torch": (_torch_forward, _torch_backward), "numba": (_numba_forward, _numba_backward),
-          "triton": (_triton_forward, _triton_backward)}
+_IMPLS = {"torch": (_torch_forward, _torch_backward), "triton": (_triton_forward, _triton_backward)}
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -294,20 +322,27 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     dtype_in = u.dtype
     wt = torch.float64 if dtype_in == torch.float64 and backend != "triton" else torch.float32
+    if backend == "numba":
+        y, last = _NumbaScan.apply(u.to(wt), delta.to(wt), A.to(wt), _state_layout(B, wt, backend),
+                                   _state_layout(C, wt, backend), None if D is None else D.to(wt),
+                                   None if z is None else z.to(wt),
+                                   None if delta_bias is None else delta_bias.to(wt), delta_softplus)
+        y = y.to(dtype_in)
+        return (y, last) if return_last_state else y
     uw = u.to(wt).contiguous()
     dw = _prepare_delta(delta, delta_bias, delta_softplus, wt).contiguous()
-    Bw, Cw = (_state_layout(X if X.dim() == 4 else X.unsqueeze(1), wt, backend) for X in (B, C))
+    Bw, Cw = (_state_layout(X, wt, backend) for X in (B, C))
     y, last = _ChunkedScan.apply(uw, dw, A.to(wt).contiguous(), Bw, Cw, backend)
     y = _skip_and_gate(y, uw, D, z).to(dtype_in)
     return (y, last) if return_last_state else y
 
 
 def _state_layout(X, wt, backend):
-    """B or C (b, G, N, L) in working precision. The numba kernels read them as (b, G, L, N): a
-    transposed view of such a tensor (what Mamba passes) is used as it is, without two copies."""
-    X = X.to(wt)
-    if backend == "numba" and X.transpose(-1, -2).is_contiguous():
-        return X
+    """B or C as (b, G, N, L) in working precision. The numba kernels read them as (b, G, L, N):
+    a transposed view of such a tensor (what Mamba passes) is used as it is."""
+    X = (X if X.dim() == 4 else X.unsqueeze(1)).to(wt)
+    if backend == "numba":
+        return X.transpose(-1, -2).contiguous().transpose(-1, -2)
     return X.contiguous()
 
 

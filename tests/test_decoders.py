@@ -144,3 +144,44 @@ def test_local_decoder_reads_only_nearby_features(sources, seed):
     assert moved.any() and (dist[moved] < 1 + 1e-6).all()
     with torch.no_grad():                                              # the cell size is an input
         assert not torch.allclose(dec(lat, q, tokens=tok, cell=cell * 2), base)
+
+
+def test_pixel_filter_gathers_the_right_pixels_in_float64(seed):
+    """Weights fixed (last layer's bias) to one-hot on a tap: the output is that input pixel, clamped
+    at the border, minus the mean of the k^2 taps (float64 index computation beside it); the
+    zero-initialised filter adds nothing; values and gradients pass gradcheck."""
+    from ginr_common.decoders import PixelFilter
+
+    k, S = 4, (5, 7)
+    filt = PixelFilter(6, k).double()
+    images = torch.rand(2, 3, *S, dtype=torch.float64)
+    coords = torch.rand(2, 9, 2, dtype=torch.float64) * 1.2 - 0.1   # some outside [0, 1]
+    feats, cell = torch.randn(2, 9, 6, dtype=torch.float64), torch.full((2, 9, 2), 0.1, dtype=torch.float64)
+    assert filt(feats, images, coords, cell).abs().max() == 0
+    u = coords * torch.tensor(S, dtype=torch.float64) - 0.5
+    taps = []
+    for j in range(k * k):
+        oy, ox = divmod(j, k)
+        iy = (u[..., 0].floor() + oy - 1).clamp(0, S[0] - 1).long()
+        ix = (u[..., 1].floor() + ox - 1).clamp(0, S[1] - 1).long()
+        taps.append(torch.stack([images[b, :, iy[b], ix[b]].T for b in range(2)]))
+    mean = sum(taps) / len(taps)
+    for j in (0, 5, 10, 15):
+        with torch.no_grad():
+            filt.net[-1].bias.zero_()
+            filt.net[-1].bias[j] = 1.0
+        assert torch.allclose(filt(feats, images, coords, cell), taps[j] - mean, rtol=0, atol=1e-14)
+    with torch.no_grad():
+        filt.net[-1].weight.normal_()
+    assert torch.autograd.gradcheck(lambda f, im: filt(f, im, coords, cell),
+                                    (feats.requires_grad_(), images.requires_grad_()))
+
+
+def test_pixel_filter_model_needs_images_and_the_local_decoder(seed):
+    model = MambaGINR(GINRConfig(**SMALL, decoder=DEC["local"], pixel_filter=4)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="pass images="):
+        model.decode(model.encode(x), make_grid((8, 8)))
+    assert model.render(x, (48, 48)).shape == (1, 3, 48, 48)
+    with pytest.raises(ValueError, match="pixel_filter needs the local decoder"):
+        GINRConfig(**SMALL, decoder=DEC["lainr"], pixel_filter=4)

@@ -71,6 +71,22 @@ def test_each_option_alone(backend, opt, seed):
     check(inp, opts, backend, torch.float32, 2e-4)
 
 
+@pytest.mark.parametrize("G", [0, 2])
+def test_channel_blocks_and_strided_inputs(G, seed):
+    """Blocks of 8 channels per work item, and u, delta, z, B, C given as strided views (the
+    layouts Mamba passes: (b, L, d) memory read as (b, d, L)); last-state gradient unused."""
+    inp = make_inputs(2, 16 if G == 0 else 32, 150, 16, G)
+
+    def strided(x):
+        return x.transpose(-1, -2).contiguous().transpose(-1, -2) if x.dim() >= 3 else x
+
+    assert not strided(inp["u"]).is_contiguous()
+    strided_inp = {k: strided(v) for k, v in inp.items()}
+    opts = dict(D=True, z=True, delta_bias=True, softplus=True)
+    check(strided_inp, opts, "numba", torch.float64, 1e-10)
+    check(strided_inp, opts, "numba", torch.float32, 2e-4)
+
+
 def test_without_last_state_and_default_backend(seed):
     inp = make_inputs(1, 3, 20, 4, 0, dtype=torch.float32, positive=True)
     out = selective_scan(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"])
