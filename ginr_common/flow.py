@@ -61,6 +61,8 @@ class FlowConfig:
     noise_length: float = 0.5      # correlation length of the noise field, base pixels
     noise_features: int = 512
     mu_weight: float = 1.0         # weight of the MSE on mu in the training loss
+    neighbour_filter: bool = False  # mu also adds sum_j w_j (v_j - guide) over the nearest observations, the
+                                    # weights predicted per query and neighbour (a learned, content-aware kernel)
     chunk: int = 4096              # queries per chunk when reading the observations
 
     def __post_init__(self):
@@ -171,6 +173,11 @@ class SparseFieldFlow(nn.Module):
         self.mu_head = nn.Linear(H, C)
         nn.init.zeros_(self.mu_head.weight)
         nn.init.zeros_(self.mu_head.bias)
+        self.nbr_filter = None
+        if c.neighbour_filter:   # weight of each neighbour from its own reading and the pooled one
+            self.nbr_filter = nn.Sequential(nn.Linear(2 * H, H), nn.GELU(), nn.Linear(H, 1))
+            nn.init.zeros_(self.nbr_filter[-1].weight)
+            nn.init.zeros_(self.nbr_filter[-1].bias)
         self.x_embed = nn.Linear(2 * C, H)
         self.t_embed = nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
         self.t_proj = nn.ModuleList(nn.Linear(H, H) for _ in range(c.mixer_depth))
@@ -216,7 +223,7 @@ class SparseFieldFlow(nn.Module):
             cell = default_cell(query_coords, c.input_size)
         cell = torch.as_tensor(cell, dtype=query_coords.dtype, device=query_coords.device)
         cell = cell.expand(query_coords.shape[0], -1)[:, None] * size        # base pixels
-        feats, guides = [], []
+        feats, guides, filt = [], [], []
         for i in range(0, query_coords.shape[1], c.chunk):
             q = query_coords[:, i:i + c.chunk]
             delta = (memory["coords"][:, None] - q[:, :, None]) * size          # (B, q, N, d) base pixels
@@ -233,13 +240,17 @@ class SparseFieldFlow(nn.Module):
             off = delta.gather(2, j[..., None].expand(-1, -1, -1, delta.shape[-1]))
             cellq = cell.expand(-1, q.shape[1], -1)[:, :, None].expand_as(off)
             r = self.read(torch.cat([nearest(memory["tokens"]), vals, self.offset_ff(off / 4), off, cellq], -1))
-            h, logit = r[..., :-1], r[..., -1:]
-            h = (logit.softmax(2) * h).sum(2)
+            hj, logit = r[..., :-1], r[..., -1:]
+            h = (logit.softmax(2) * hj).sum(2)
             feats.append(self.cond(torch.cat([h, guide, vals[:, :, 0], density.log1p(), cell.expand(-1, q.shape[1], -1)],
                                              -1)))
+            if self.nbr_filter is not None:   # zero DC: the weights move mu off the guide only by detail
+                wj = self.nbr_filter(torch.cat([hj, h[:, :, None].expand_as(hj)], -1))        # (B, q, k, 1)
+                filt.append((wj * (vals - guide[:, :, None])).sum(2))
             guides.append(guide)
         cond, guide = torch.cat(feats, 1), torch.cat(guides, 1)
-        return cond, guide + self.mu_head(cond), guide
+        mu = guide + self.mu_head(cond) + (torch.cat(filt, 1) if filt else 0)
+        return cond, mu, guide
 
     # ------------------------------------------------------------------ 4. the joint velocity
     def scalings(self, t):

@@ -114,9 +114,12 @@ NOTEBOOKS = {
         "02 · Gaussian Fourier features: super-resolution as a correction on top of bicubic",
         ENCODER + " The local decoder of notebook 1 with Gaussian random Fourier features of the offsets "
         "(B ~ N(0, sigma^2): [sin(2 pi c B^T), cos(2 pi c B^T)], Tancik et al., NeurIPS 2020) predicts a residual "
-        "over bicubic interpolation of the input. Half of the loss is on the 32x32 input grid, half on random "
-        "pixels of the real crop resized to a random scale between x1 and x4, so one model serves x2, x3, x4 "
-        "and non-integer scales." + REFS,
+        "over bicubic interpolation of the input, and the weights of an 8x8 filter over the input pixels around "
+        "the query (kernel prediction; the filter has zero DC gain, so it adds detail and never shifts the local "
+        "mean): the part of the correction that undoes the blur of the downsampling is a filter of the input, "
+        "whose weights the features make depend on position and content. 20% of the loss is on the 32x32 input "
+        "grid, 80% on random pixels of the real crop resized to a random scale between x1 and x4, so one model "
+        "serves x2, x3, x4 and non-integer scales." + REFS,
         "gaussian_fourier"),
     "03_scent_decoder.ipynb": notebook(
         "03 · SCENT-style decoder with a 2-D locality bias",

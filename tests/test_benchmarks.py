@@ -38,3 +38,20 @@ def test_gpu_benchmark_refuses_without_cuda():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scan_gpu.py")], capture_output=True, text=True,
                        env=ENV, timeout=300, cwd=ROOT)
     assert r.returncode != 0 and "needs a CUDA GPU" in r.stderr
+
+
+def test_linear_filter_fit_recovers_a_known_upsampling(seed):
+    """HR made from LR by a known linear map (nearest-neighbour x2 plus a shift to the right
+    neighbour on odd columns): the least-squares filters reproduce it exactly."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from linear_filter import apply, fit
+
+    lr = torch.rand(6, 3, 32, 32)
+    hr2 = lr.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    right = torch.cat([lr[..., 1:], lr[..., -1:]], -1)          # border replicated, as the filter sees it
+    hr2[..., 1::2] = right.repeat_interleave(2, -2)
+    for k in (4, 6):
+        w = fit(lr, hr2, k, ridge=1e-9)
+        assert torch.allclose(apply(lr, w, k), hr2, atol=1e-5)

@@ -88,6 +88,24 @@ def test_guide_is_the_normalised_convolution_in_float64(seed):
     assert torch.allclose(guide, expected) and torch.allclose(mu, guide)
 
 
+def test_neighbour_filter_adds_weighted_differences_to_the_guide_in_float64(seed):
+    """neighbour_filter: zero-initialised it leaves mu at the guide; with every weight fixed to 1
+    (last layer's bias) mu = guide + sum over the k nearest observations of (v_j - guide)."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), neighbour_filter=True, **SMALL)).double()
+    b = _batch(model, dtype=torch.float64)
+    mem = model.encode(b["obs_coords"], b["obs_values"])
+    _, mu, guide = model.condition(mem, b["query_coords"], b["cell"])
+    assert torch.equal(mu, guide)
+    with torch.no_grad():
+        model.nbr_filter[-1].bias.fill_(1.0)
+    _, mu, guide = model.condition(mem, b["query_coords"], b["cell"])
+    d2 = ((b["query_coords"][:, :, None] - b["obs_coords"][:, None]) * 8).pow(2).sum(-1)
+    j = d2.topk(model.config.neighbours, dim=-1, largest=False).indices                      # (B, Q, k)
+    v = 2 * b["obs_values"] - 1
+    nearest = torch.stack([v[i][j[i]] for i in range(len(v))])                                # (B, Q, k, C)
+    assert torch.allclose(mu, guide + (nearest - guide[:, :, None]).sum(2))
+
+
 def test_objective_trains_every_part_of_the_model(seed):
     """After one optimizer step every parameter group, the encoder included, gets a non-zero
     gradient, and the loss falls on a fixed batch."""
