@@ -39,30 +39,43 @@ def _set(**kw):
     return f
 
 
+def _latent_only(change):
+    """The ablations of the latent decoder run without the pixel filter (its colour comes from the
+    LPs and patch tokens alone), as they were first measured."""
+    def f(c):
+        c.model.pixel_filter = 0
+        change(c)
+    return f
+
+
 GLOBAL_LAINR = LAINRConfig(hidden=128, n_blocks=2, heads=2, features="fourier", n_freqs=16, max_freq=32)
 VARIANTS = {   # name: (config, change, what it tests)
-    "sf": ("standard_fourier", None, "notebook 1: local decoder over LPs + patch tokens, multi-scale training"),
-    "sf/lps": ("standard_fourier", _dec(sources=("lps",)), "local decoder reading the 4 nearest LPs only"),
-    "sf/tokens": ("standard_fourier", _dec(sources=("tokens",)), "local decoder reading the 4 nearest patch tokens only"),
-    "sf/global": ("standard_fourier", _set(model_decoder=GLOBAL_LAINR),
+    "sf": ("standard_fourier", None, "notebook 1: local decoder over LPs + patch tokens and its 8x8 pixel filter, "
+           "multi-scale training"),
+    "sf/lps": ("standard_fourier", _latent_only(_dec(sources=("lps",))),
+               "local decoder reading the 4 nearest LPs only"),
+    "sf/tokens": ("standard_fourier", _latent_only(_dec(sources=("tokens",))),
+                  "local decoder reading the 4 nearest patch tokens only"),
+    "sf/global": ("standard_fourier", _latent_only(_set(model_decoder=GLOBAL_LAINR)),
                   "the reference design's global cross-attention decoder (LAINR), same training"),
-    "sf/global+tokens": ("standard_fourier", _set(model_decoder=dataclasses.replace(GLOBAL_LAINR, local_tokens=True)),
+    "sf/global+tokens": ("standard_fourier",
+                         _latent_only(_set(model_decoder=dataclasses.replace(GLOBAL_LAINR, local_tokens=True))),
                          "global cross-attention to the LPs plus the 4 nearest patch tokens"),
-    "sf/single-scale": ("standard_fourier", _set(sr_scales=(), lr_queries=None),
+    "sf/single-scale": ("standard_fourier", _latent_only(_set(sr_scales=(), lr_queries=None)),
                         "trained on the 32x32 tiles at their own pixel centres only"),
-    "sf/pixel-tokens": ("standard_fourier", _set(model_pixel_tokens=True),
+    "sf/pixel-tokens": ("standard_fourier", _latent_only(_set(model_pixel_tokens=True)),
                         "patch tokens plus a projection of each patch's own pixels"),
-    "sf/lp16": ("standard_fourier", _set(model_num_lp=16), "16 LPs (4x4 lattice) instead of 64"),
-    "sf/lp256": ("standard_fourier", _set(model_num_lp=256), "256 LPs (16x16 lattice)"),
-    "sf/transformer": ("standard_fourier", _set(model_mixer="transformer"),
+    "sf/lp16": ("standard_fourier", _latent_only(_set(model_num_lp=16)), "16 LPs (4x4 lattice) instead of 64"),
+    "sf/lp256": ("standard_fourier", _latent_only(_set(model_num_lp=256)), "256 LPs (16x16 lattice)"),
+    "sf/transformer": ("standard_fourier", _latent_only(_set(model_mixer="transformer")),
                        "a self-attention encoder of the same width and depth instead of BiMamba"),
     "gf": ("gaussian_fourier", None, "notebook 2: correction on top of bicubic, Gaussian features, x1-x4"),
     "gf/no-skip": ("gaussian_fourier", _set(model_input_skip=False), "without the bicubic input skip"),
     "gf/no-filter": ("gaussian_fourier", _set(model_pixel_filter=0, lr_weight=0.5),
                      "without the pixel filter, half the loss on the input grid (the earlier notebook 2)"),
     "gf/filter4": ("gaussian_fourier", _set(model_pixel_filter=4), "a 4x4 pixel filter instead of 8x8"),
-    "sf/pixel-filter": ("standard_fourier", _set(model_pixel_filter=8),
-                        "notebook 1 plus an 8x8 pixel filter predicted by the decoder"),
+    "sf/no-filter": ("standard_fourier", _set(model_pixel_filter=0),
+                     "without the pixel filter: the colour from the LPs and patch tokens alone"),
     "scent": ("scent", None, "notebook 3: SCENT cross-attention + locality bias + the 4 nearest patch tokens"),
     "scent/no-tokens": ("scent", _dec(local_tokens=False), "SCENT reading the LPs only (global attention)"),
 }

@@ -64,25 +64,26 @@ class TrainConfig:
 
 PROFILES = {
     # notebook 1: a local decoder (Fourier features of the offset to the 4 nearest LPs and patch tokens,
-    # ResidualBlocks), trained to reconstruct and to render at random scales x1-x4 of real HR crops
+    # ResidualBlocks) plus the 8x8 pixel filter it predicts, trained to reconstruct and to render at random
+    # scales x1-x4 of real HR crops
     "standard_fourier": {
         "smoke": TrainConfig(
             task="recon",
-            model=GINRConfig(name="standard_fourier", dim=32, depth=1, num_lp=16, d_state=8,
+            model=GINRConfig(name="standard_fourier", dim=32, depth=1, num_lp=16, d_state=8, pixel_filter=8,
                              decoder=LocalConfig(hidden=64, n_blocks=1, sources=("lps", "tokens"), features="fourier",
                                                  n_freqs=6, max_freq=4)),
             steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10,
             sr_scales=(1, 4), lr_queries=256, sr_queries=256),
         "cpu": TrainConfig(
             task="recon",
-            model=GINRConfig(name="standard_fourier", dim=64, depth=2, num_lp=64, d_state=16,
+            model=GINRConfig(name="standard_fourier", dim=64, depth=2, num_lp=64, d_state=16, pixel_filter=8,
                              decoder=LocalConfig(hidden=128, n_blocks=2, sources=("lps", "tokens"), features="fourier",
                                                  n_freqs=6, max_freq=4)),
             steps=1500, batch_size=16, lr=2e-3, warmup_steps=100, val_every=250, ckpt_every=250, augment=True,
             sr_scales=(1, 4), lr_queries=256, sr_queries=512),
         "full": TrainConfig(
             task="recon",
-            model=GINRConfig(name="standard_fourier", dim=256, depth=6, num_lp=256, d_state=16,
+            model=GINRConfig(name="standard_fourier", dim=256, depth=6, num_lp=256, d_state=16, pixel_filter=8,
                              decoder=LocalConfig(hidden=512, n_blocks=3, sources=("lps", "tokens"), features="fourier",
                                                  n_freqs=6, max_freq=4)),
             steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,

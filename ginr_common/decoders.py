@@ -363,24 +363,37 @@ class PixelFilter(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, feats, images, coords, cell):
-        """feats (B, Q, hidden), images (B, C, *S), coords and cell (B, Q, d) -> (B, Q, C)."""
+    def taps(self, images):
+        """(B, C, *S) -> (B, prod(S + k - 1), C, k^d): for every window start, the k^d pixels
+        p - k/2 + 1 ... p + k/2 (border replicated) minus their mean, p from -k/2 to S + k/2 - 2
+        (beyond that range every tap is the border pixel). One gather per query reads a row."""
+        k, d = self.k, self.d
+        x = images
+        for a in range(d):   # replicate-pad every spatial axis by k - 1
+            n = x.shape[2 + a]
+            x = x.index_select(2 + a, torch.arange(-k + 1, n + k - 1, device=x.device).clamp(0, n - 1))
+        for a in range(d):   # windows of k along every axis: (B, C, *(S + k - 1), *(k,) * d)
+            x = x.unfold(2 + a, k, 1)
+        B, C = x.shape[:2]
+        t = x.reshape(B, C, -1, k ** d).transpose(1, 2)
+        return t - t.mean(-1, keepdim=True)       # zero DC: adds detail, keeps the mean
+
+    def forward(self, feats, images, coords, cell, taps=None):
+        """feats (B, Q, hidden), images (B, C, *S), coords and cell (B, Q, d) -> (B, Q, C).
+        ``taps``: ``self.taps(images)``, when computed once for several chunks of queries."""
         S = torch.tensor(images.shape[2:], device=coords.device, dtype=coords.dtype)
         if len(S) != self.d:
             raise ValueError(f"the pixel filter reads {self.d}-D images, got images of shape {tuple(images.shape)}")
+        taps = self.taps(images) if taps is None else taps
         u = coords * S - 0.5                                    # input pixel i at u = i
         base = u.floor()
         w = self.net(torch.cat([feats, u - base, cell * S], -1))  # (B, Q, k^d)
-        flat = images.flatten(2).transpose(1, 2)                  # (B, P, C)
-        strides = torch.tensor([math.prod(images.shape[3 + i:]) for i in range(self.d)], device=coords.device)
-        taps = []
-        for o in itertools.product(range(self.k), repeat=self.d):
-            idx = (base + torch.tensor(o, device=coords.device, dtype=coords.dtype) - (self.k // 2 - 1))
-            idx = torch.minimum(idx.clamp(min=0), S - 1).long() @ strides
-            taps.append(flat.gather(1, idx[..., None].expand(-1, -1, flat.shape[-1])))
-        taps = torch.stack(taps, -1)                              # (B, Q, C, k^d)
-        taps = taps - taps.mean(-1, keepdim=True)                 # zero DC: adds detail, keeps the mean
-        return (taps @ w[:, :, :, None]).squeeze(-1)
+        win = S + self.k - 1
+        start = torch.minimum((base + self.k // 2).clamp(min=0), win - 1).long()
+        strides = torch.tensor([math.prod(win[i + 1:].long().tolist()) for i in range(self.d)], device=coords.device)
+        B, Q = coords.shape[:2]
+        rows = taps.flatten(2).gather(1, (start @ strides)[..., None].expand(-1, -1, taps.shape[2] * taps.shape[3]))
+        return (rows.view(B, Q, taps.shape[2], -1) @ w[..., None]).squeeze(-1)
 
 
 def _cell(cell, coords):

@@ -116,7 +116,8 @@ class MambaGINR(nn.Module):
         if images is not None:
             images = as_unit_range(images, "images", coords.dtype)
         n = self.config.query_chunk
-        parts = [self._decode_chunk(lps, coords[:, i:i + n], tokens, cell[:, i:i + n], images, kw)
+        taps = self.pixel_filter.taps(images) if self.pixel_filter is not None else None
+        parts = [self._decode_chunk(lps, coords[:, i:i + n], tokens, cell[:, i:i + n], images, taps, kw)
                  for i in range(0, coords.shape[1], n)]
         w = torch.cat([p[1] for p in parts], 2) if kw.get("return_attention") else None
         out = torch.cat([p[0] for p in parts], 1) if w is not None else torch.cat(parts, 1)
@@ -124,12 +125,12 @@ class MambaGINR(nn.Module):
             out = out + sample_bicubic(images, coords)
         return (out, w) if w is not None else out
 
-    def _decode_chunk(self, lps, coords, tokens, cell, images, kw):
+    def _decode_chunk(self, lps, coords, tokens, cell, images, taps, kw):
         if self.pixel_filter is None:
             return self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell, **kw)
         out, feats = self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell,
                                   return_features=True, **kw)
-        return out + self.pixel_filter(feats, images, coords, cell)
+        return out + self.pixel_filter(feats, images, coords, cell, taps=taps)
 
     def render(self, images, size):
         """Decode every image on a pixel-centre grid of ``size`` -> (B, C, *size)."""
