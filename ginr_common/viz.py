@@ -208,7 +208,8 @@ def recon_summary(results):
                      f"(SSIM {m['ssim']:.3f}) | {b['psnr']:.2f} dB (SSIM {b['ssim']:.3f}) | {d:+.2f} dB |")
         verdict = "above" if d > 0.05 else "below" if d < -0.05 else "level with"
         grid = (f" (error power at the patch period {m['grid']:.1f}x its surroundings, bicubic's {b['grid']:.1f}x: "
-                f"{'a visible grid pattern' if m['grid'] > 2 * b['grid'] else 'no grid pattern'})") if "grid" in m else ""
+                f"{'excess error at the patch period' if m['grid'] > 2 * b['grid'] else 'no grid pattern'})"
+                ) if "grid" in m else ""
         words.append(f"At x{int(s) // 32} the model is {abs(d):.2f} dB {verdict} bicubic{grid}.")
     return "\n".join(lines) + "\n\n" + " ".join(words)
 

@@ -106,9 +106,11 @@ NOTEBOOKS = {
         ENCODER + " The decoder is local, in the manner of LIIF: a query reads the 4 LPs and the 4 encoded patch "
         "tokens around it, each with fixed log-spaced Fourier features of its offset (in lattice units) and of "
         "the query's cell size (its pixel footprint at the output resolution), blends them by area, and a trunk "
-        "of ResidualBlocks predicts the colour. It is trained to reconstruct its input and to render the real "
-        "photograph at random scales x1-x4 (targets resampled from high-resolution crops), so renders above "
-        "32x32 are learned." + REFS,
+        "of ResidualBlocks predicts the colour, plus the weights of an 8x8 filter over the input pixels around "
+        "the query (zero DC gain: it adds the detail that the latents blur and never shifts the mean; "
+        "`pixel_filter=0` gives the latent-only decoder). It is trained to reconstruct its input and to render "
+        "the real photograph at random scales x1-x4 (targets resampled from high-resolution crops), so renders "
+        "above 32x32 are learned." + REFS,
         "standard_fourier"),
     "02_gaussian_fourier.ipynb": notebook(
         "02 · Gaussian Fourier features: super-resolution as a correction on top of bicubic",
