@@ -41,6 +41,8 @@ VARIANTS = {   # name: (change, what it tests)
     "flow/no-mixer": (_model(mixer_depth=0), "no mixing of the queries: each query's velocity on its own"),
     "flow/noise-0.6": (_model(noise_scale=0.6), "twice the bridge's starting noise"),
     "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 tiles only (no HR crops)"),
+    "flow/neighbour-filter": (_model(neighbour_filter=True), "the estimate also adds predicted weights times the "
+                              "differences of the 8 nearest observations to the guide"),
 }
 
 
