@@ -34,15 +34,16 @@ def main(argv=None):
     torch.manual_seed(0)
     cfg = get_config(a.config, a.profile).model
     model = MambaGINR(cfg).eval()
+    image = torch.rand(1, cfg.in_channels, *cfg.input_size)
     with torch.no_grad():
-        latents = model.encode(torch.rand(1, cfg.in_channels, *cfg.input_size))
+        latents = model.encode(image)
     rows = []
     for s in a.sizes:
         coords = make_grid((s, s))
 
         def render():
             with torch.no_grad():
-                out = model.decode(latents, coords, cell=1 / torch.tensor((s, s), dtype=torch.float32))
+                out = model.decode(latents, coords, images=image, cell=1 / torch.tensor((s, s), dtype=torch.float32))
             assert out.shape == (1, s * s, cfg.in_channels)
 
         t, m = measure(render, a.repeats if s <= 512 else 1)
