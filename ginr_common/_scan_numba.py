@@ -79,12 +79,14 @@ def _chunk_decays(delta, A, b, d0, DB, t0, m, xb, eb, ib):
 
 
 @njit(fastmath=True, inline="always", cache=True)
-def _neg_exp(z, b, d0, DB, t0, m, xb, eb, ib):
-    """eb[i*DB + c] = exp(-z[b, d0+c, t0+i]) (for the gate's sigmoid), vectorised."""
+def _sigmoid_z(z, b, d0, DB, t0, m, xb, eb, ib, sg):
+    """sg[i*DB + c] = sigmoid(z[b, d0+c, t0+i]) for the gate, with the vectorised exp."""
     for i in range(m):
         for c in range(DB):
             xb[i * DB + c] = -z[b, d0 + c, t0 + i]
     exp_into(xb, eb, ib, m * DB)
+    for i in range(m * DB):
+        sg[i] = 1 / (1 + eb[i])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -107,6 +109,7 @@ def forward(u, delta, A, Bt, Ct, D, z, has_z, T, DB, out, hs):
         eb = np.empty(T * DB * N, u.dtype)
         ib = np.empty(T * DB * N, np.int32)
         yb = np.empty(T * DB, u.dtype)
+        sg = np.empty(T * DB, u.dtype)
         for k in range(K):
             t0 = k * T
             m = min(L - t0, T)
@@ -128,10 +131,10 @@ def forward(u, delta, A, Bt, Ct, D, z, has_z, T, DB, out, hs):
                         acc += Ct[b, g, t, n] * hv
                     yb[i * DB + c] = acc + D[d] * uu
             if has_z:
-                _neg_exp(z, b, d0, DB, t0, m, xb, eb, ib)
+                _sigmoid_z(z, b, d0, DB, t0, m, xb, eb, ib, sg)
                 for i in range(m):
                     for c in range(DB):
-                        yb[i * DB + c] *= z[b, d0 + c, t0 + i] / (1 + eb[i * DB + c])
+                        yb[i * DB + c] *= z[b, d0 + c, t0 + i] * sg[i * DB + c]
             for i in range(m):
                 for c in range(DB):
                     out[b, t0 + i, d0 + c] = yb[i * DB + c]
@@ -184,9 +187,7 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, DB,
                 t0 = k * T
                 m = min(L - t0, T)
                 if has_z:  # sigmoid(z) first: it reuses the decay buffers
-                    _neg_exp(z, b, d0, DB, t0, m, xb, eb, ib)
-                    for i in range(m * DB):
-                        sg[i] = 1 / (1 + eb[i])
+                    _sigmoid_z(z, b, d0, DB, t0, m, xb, eb, ib, sg)
                 _chunk_decays(delta, A, b, d0, DB, t0, m, xb, eb, ib)
                 for c in range(DB):
                     for n in range(N):

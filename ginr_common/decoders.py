@@ -388,9 +388,9 @@ class PixelFilter(nn.Module):
         u = coords * S - 0.5                                    # input pixel i at u = i
         base = u.floor()
         w = self.net(torch.cat([feats, u - base, cell * S], -1))  # (B, Q, k^d)
-        win = S + self.k - 1
-        start = torch.minimum((base + self.k // 2).clamp(min=0), win - 1).long()
-        strides = torch.tensor([math.prod(win[i + 1:].long().tolist()) for i in range(self.d)], device=coords.device)
+        win = [n + self.k - 1 for n in images.shape[2:]]           # window starts per axis
+        start = torch.minimum((base + self.k // 2).clamp(min=0), S + self.k - 2).long()
+        strides = torch.tensor([math.prod(win[i + 1:]) for i in range(self.d)], device=coords.device)
         B, Q = coords.shape[:2]
         rows = taps.flatten(2).gather(1, (start @ strides)[..., None].expand(-1, -1, taps.shape[2] * taps.shape[3]))
         return (rows.view(B, Q, taps.shape[2], -1) @ w[..., None]).squeeze(-1)

@@ -195,7 +195,7 @@ class _NumbaScan(torch.autograd.Function):
             _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw), z is not None, CHUNK, DB,
             out.numpy(), hs.numpy())
         ctx.save_for_backward(u, delta, A, B, C, Dw, zw, hs)
-        ctx.flags = (D is not None, z is not None, delta_bias is not None, delta_softplus, delta_raw.dim())
+        ctx.flags = (D is not None, z is not None, delta_bias is not None, delta_softplus)
         return out.transpose(1, 2), hs[:, :, -1].clone()
 
     @staticmethod
@@ -205,7 +205,7 @@ class _NumbaScan(torch.autograd.Function):
         from ginr_common import _scan_numba
 
         u, delta, A, B, C, Dw, zw, hs = ctx.saved_tensors
-        has_D, has_z, has_bias, softplus, _ = ctx.flags
+        has_D, has_z, has_bias, softplus = ctx.flags
         b, d, L = u.shape
         G, N = B.shape[1], A.shape[1]
         DB = _channel_block(d // G)
