@@ -43,6 +43,10 @@ VARIANTS = {   # name: (change, what it tests)
     "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 tiles only (no HR crops)"),
     "flow/neighbour-filter": (_model(neighbour_filter=True), "the estimate also adds predicted weights times the "
                               "differences of the 8 nearest observations to the guide"),
+    "flow/linear-guide": (_model(guide="linear"), "the estimate corrects linear interpolation of the observations "
+                          "(not their normalised convolution)"),
+    "flow/linear-guide+ema": (lambda c: (_model(guide="linear")(c), setattr(c, "ema", 0.99)),
+                              "linear guide, and a moving average of the weights (decay 0.99) validated and kept"),
 }
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     sr_scales: tuple = ()       # (low, high): also supervise HR targets at input_size * s, s ~ U[low, high]
     sr_queries: int = 1024      # HR pixels supervised per image and step (random subset)
     lr_weight: float = 0.5      # with HR queries: the share of the loss on the input grid (the rest on HR pixels)
+    ema: float = 0.0            # decay of a moving average of the weights, which is validated and saved (0: off)
     mask_redraw: bool = True    # sparse_flow: fresh masks every step, all unobserved pixels supervised
                                 # (False: fixed per-image masks, a disjoint 20% supervised)
 
@@ -53,6 +54,8 @@ class TrainConfig:
         self.sr_scales = tuple(self.sr_scales)
         if self.sr_scales and (len(self.sr_scales) != 2 or not 1 <= self.sr_scales[0] <= self.sr_scales[1]):
             raise ValueError(f"sr_scales must be (low, high) with 1 <= low <= high, got {self.sr_scales}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema is the decay of the weights' moving average, in [0, 1) (0: off), got {self.ema}")
         if self.task not in TASK_NAMES:
             raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         if isinstance(self.model, dict):

@@ -10,7 +10,8 @@ The model, in the order a sample is drawn:
    observations (their encoded tokens, values and offsets in base-grid pixels, in the manner of
    LIIF's local reading) and its cell size (the pixel footprint of the render). Beside the
    learned features it gets a *guide*: the normalised convolution of the observations (a Gaussian
-   of ``guide_sigma`` base pixels) and the observation density there. A linear head on top gives
+   of ``guide_sigma`` base pixels) or (``guide="linear"``) their piecewise-linear interpolation,
+   and the observation density there. A linear head on top gives
    ``mu``, the model's own one-shot estimate of the field (trained by MSE, a residual over the
    guide).
 3. **A bridge from the estimate**: the flow starts at x0 = mu + ``noise_scale`` * z, z a noise
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ginr_common.baselines import interpolate_sparse
 from ginr_common.fourier import FourierFeatures
 from ginr_common.inputs import as_coords, as_unit_range
 from ginr_common.mamba import BiMambaStack, EncoderBlock, BiMamba
@@ -55,7 +57,9 @@ class FlowConfig:
     hidden: int = 64               # query width
     neighbours: int = 8            # observations each query reads
     mixer_depth: int = 2           # BiMamba blocks over the queries at every step
-    guide_sigma: float = 1.0       # normalised-convolution guide: Gaussian width in base pixels
+    guide: str = "normconv"        # the guide mu corrects: "normconv" (normalised convolution) or "linear"
+                                   # (piecewise-linear interpolation over the observations' Delaunay triangles)
+    guide_sigma: float = 1.0       # normalised-convolution guide (and the density feature): Gaussian width, base pixels
     noise_scale: float = 0.15      # x0 = mu + noise_scale * z (values in [-1, 1])
     residual_std: float = 0.15     # assumed spread of x1 - mu, for the preconditioning of predict()
     noise_length: float = 0.5      # correlation length of the noise field, base pixels
@@ -72,6 +76,8 @@ class FlowConfig:
         for k in ("neighbours", "noise_features", "hidden", "dim"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.guide not in ("normconv", "linear"):
+            raise ValueError(f"guide must be 'normconv' or 'linear', got {self.guide!r}")
         if self.mixer_depth < 0:
             raise ValueError(f"mixer_depth must be >= 0 (0: no mixing of the queries), got {self.mixer_depth}")
 
@@ -224,6 +230,10 @@ class SparseFieldFlow(nn.Module):
         cell = torch.as_tensor(cell, dtype=query_coords.dtype, device=query_coords.device)
         cell = cell.expand(query_coords.shape[0], -1)[:, None] * size        # base pixels
         feats, guides, filt = [], [], []
+        linear = None
+        if c.guide == "linear":   # scipy's Delaunay interpolation, per image, on the CPU (a constant of the model)
+            linear = 2 * interpolate_sparse(memory["coords"], (memory["values"] + 1) / 2, query_coords).to(
+                query_coords) - 1
         for i in range(0, query_coords.shape[1], c.chunk):
             q = query_coords[:, i:i + c.chunk]
             delta = (memory["coords"][:, None] - q[:, :, None]) * size          # (B, q, N, d) base pixels
@@ -236,7 +246,7 @@ class SparseFieldFlow(nn.Module):
             nearest = lambda x: x.gather(1, j.flatten(1)[..., None].expand(-1, -1, x.shape[-1])  # noqa: E731
                                          ).view(*j.shape, x.shape[-1])
             vals = nearest(memory["values"])
-            guide = torch.where(far, vals[:, :, 0], guide)
+            guide = torch.where(far, vals[:, :, 0], guide) if linear is None else linear[:, i:i + c.chunk]
             off = delta.gather(2, j[..., None].expand(-1, -1, -1, delta.shape[-1]))
             cellq = cell.expand(-1, q.shape[1], -1)[:, :, None].expand_as(off)
             r = self.read(torch.cat([nearest(memory["tokens"]), vals, self.offset_ff(off / 4), off, cellq], -1))

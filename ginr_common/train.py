@@ -6,6 +6,7 @@
 
 AdamW, linear warm-up then cosine per step, gradient clipping, bf16 autocast on CUDA, tqdm with
 loss and PSNR, validation every ``val_every`` steps (model selection on the validation split),
+optionally an exponential moving average of the weights (``ema``: what is validated and saved),
 ``last.pt`` / ``best.pt`` / ``metrics.json`` in the run folder (default
 ``checkpoints/<config>-<hash of the settings>``), written atomically by rank 0 only. What differs
 between tasks (batch, loss, validation) lives in ``ginr_common.tasks``.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ginr_common.checkpoints import load_checkpoint, model_for, plain, save_checkpoint
@@ -92,6 +94,9 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     model = model_for(cfg.model).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
+    # the weights that are validated and saved: a moving average of the trained ones, or those themselves
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    evaluated = ema.module if ema else model
     state = {"step": 0, "best_val_psnr": -math.inf, "best_step": None, "history": [], "elapsed_s": 0.0}
     last = out / "last.pt"
     if last.exists() and resume:
@@ -100,7 +105,11 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         if diff:
             raise ValueError(f"cannot resume {last}: it is a different run. Differences:\n  " + "\n  ".join(diff) +
                              "\nStart a fresh run (fresh=True, --fresh) or train into another folder.")
-        model.load_state_dict(prev.state_dict())
+        if ema:
+            ema.load_state_dict(ckpt["ema"])
+            model.load_state_dict(ckpt["trained_weights"])
+        else:
+            model.load_state_dict(prev.state_dict())
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = ckpt["train_state"]
@@ -119,8 +128,9 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
 
     def save(name):
         state["elapsed_s"] = time.perf_counter() - t_start
-        save_checkpoint(out / name, model, train_state=state, optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict(), train_config=plain(cfg), data=identity)
+        extra = {"ema": ema.state_dict(), "trained_weights": model.state_dict()} if ema else {}
+        save_checkpoint(out / name, evaluated, train_state=state, optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict(), train_config=plain(cfg), data=identity, **extra)
 
     while state["step"] < cfg.steps:
         step = state["step"]
@@ -138,12 +148,14 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        if ema:
+            ema.update_parameters(model)
         state["step"] = step = step + 1
         record = {"step": step, "loss": loss.item(), "train_psnr": float(train_psnr), "lr": sched.get_last_lr()[0]}
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.2e}", psnr=f"{record['train_psnr']:.2f}")
         if step % cfg.val_every == 0 or step == cfg.steps:
-            record["val_psnr"] = task.validate(model, datasets)
+            record["val_psnr"] = task.validate(evaluated, datasets)
             bar.write(f"step {step}: val PSNR {record['val_psnr']:.2f} dB")
         state["history"].append(record)
         if rank == 0:

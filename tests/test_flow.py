@@ -88,6 +88,28 @@ def test_guide_is_the_normalised_convolution_in_float64(seed):
     assert torch.allclose(guide, expected) and torch.allclose(mu, guide)
 
 
+def test_linear_guide_is_exact_on_affine_fields_and_at_the_observations(seed):
+    """guide="linear": piecewise-linear over the observations' triangles, so an affine field is
+    reproduced exactly inside their hull and every observation is kept; outside the hull the nearest
+    observation; mu starts at the guide. Queries in chunks of 3 (the guide is sliced per chunk)."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), guide="linear", chunk=3, **SMALL)).double()
+    oc, _ = (x.double() for x in _obs())
+    affine = lambda c: 0.2 + 0.3 * c[..., :1] + 0.4 * c[..., 1:] * torch.tensor([1.0, 0.5, -0.5])  # noqa: E731
+    g = torch.Generator().manual_seed(seed)
+    inside = 0.25 + 0.5 * torch.rand(2, 20, 2, generator=g, dtype=torch.float64)   # well inside a 25% sample's hull
+    q = torch.cat([inside, oc, torch.tensor([[[0.0, 0.0], [1.0, 0.999]]] * 2, dtype=torch.float64)], 1)
+    mem = model.encode(oc, affine(oc))
+    _, mu, guide = model.condition(mem, q, torch.full((2, 2), 1 / 8, dtype=torch.float64))
+    guide = (guide + 1) / 2
+    assert torch.allclose(guide[:, :20], affine(inside), atol=1e-12)
+    assert torch.allclose(guide[:, 20:-2], affine(oc), atol=1e-12)
+    corner = torch.stack([affine(oc)[i][((oc[i, :, None] - q[i, -2:]) ** 2).sum(-1).argmin(0)] for i in range(2)])
+    assert torch.allclose(guide[:, -2:], corner)
+    assert torch.allclose(mu, 2 * guide - 1)
+    with pytest.raises(ValueError, match="guide must be 'normconv' or 'linear'"):
+        FlowConfig(guide="cubic")
+
+
 def test_neighbour_filter_adds_weighted_differences_to_the_guide_in_float64(seed):
     """neighbour_filter: zero-initialised it leaves mu at the guide; with every weight fixed to 1
     (last layer's bias) mu = guide + sum over the k nearest observations of (v_j - guide)."""

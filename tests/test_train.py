@@ -139,6 +139,47 @@ def test_resume_refuses_a_different_run_naming_the_fields(tmp_path):
     assert run_name(cfg) != run_name(other) and run_name(cfg) == run_name(copy.deepcopy(cfg))
 
 
+def test_weight_average_is_validated_saved_and_resumed_exactly(tmp_path):
+    cfg = single_scale()
+    cfg.steps, cfg.ckpt_every, cfg.val_every, cfg.ema = 12, 1, 4, 0.8
+    data = load_dataset("photos")
+    saved = {}
+
+    def keep(step, record):
+        if step in (11, 12):
+            saved[step] = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    m = fit(cfg, out=tmp_path / "a", datasets=data, progress=False, on_step=keep)
+    # every step: average = 0.8 * average + 0.2 * trained weights
+    for k, v in saved[12]["model"].items():
+        if v.is_floating_point():
+            want = 0.8 * saved[11]["model"][k] + 0.2 * saved[12]["trained_weights"][k]
+            assert torch.allclose(v, want, atol=1e-6), k
+    model, ckpt = load_checkpoint(tmp_path / "a" / "best.pt")
+    trained = ckpt["trained_weights"]
+    # checkpoints hold the average (what was validated) and the trained weights (to resume)
+    assert max(float((v - trained[k]).abs().max()) for k, v in model.state_dict().items()) > 1e-4
+    assert make_task(cfg).validate(model, data) == pytest.approx(m["best_val_psnr"], abs=1e-4)
+    avg, ck = load_checkpoint(tmp_path / "a" / "last.pt")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(step, record):
+        if step == 6:
+            raise Stop
+    with pytest.raises(Stop):
+        fit(cfg, out=tmp_path / "b", datasets=data, progress=False, on_step=stop_at)
+    fit(cfg, out=tmp_path / "b", datasets=data, progress=False, resume=True)
+    resumed, cr = load_checkpoint(tmp_path / "b" / "last.pt")
+    for (k, a), b in zip(avg.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    for k, v in ck["trained_weights"].items():
+        assert torch.equal(v, cr["trained_weights"][k]), k
+    with pytest.raises(ValueError, match="ema is the decay"):
+        cfg.ema = 1.0
+        cfg.__post_init__()
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = single_scale()
     cfg.steps, cfg.ckpt_every, cfg.val_every = 8, 3, 100
