@@ -39,13 +39,22 @@ def _set(**kw):
     return f
 
 
+def _first(change):
+    """Notebook 1's ablations run at the settings they were measured with: 2x2 patches, 256 input-grid
+    and 512 HR pixels per image and step, 1500 steps."""
+    def f(c):
+        c.model.patch_size, c.lr_queries, c.sr_queries, c.steps = 2, 256, 512, 1500
+        change(c)
+    return f
+
+
 def _latent_only(change):
     """The ablations of the latent decoder run without the pixel filter (its colour comes from the
     LPs and patch tokens alone), as they were first measured."""
     def f(c):
         c.model.pixel_filter = 0
         change(c)
-    return f
+    return _first(f)
 
 
 GLOBAL_LAINR = LAINRConfig(hidden=128, n_blocks=2, heads=2, features="fourier", n_freqs=16, max_freq=32)
@@ -69,22 +78,30 @@ VARIANTS = {   # name: (config, change, what it tests)
     "sf/lp256": ("standard_fourier", _latent_only(_set(model_num_lp=256)), "256 LPs (16x16 lattice)"),
     "sf/transformer": ("standard_fourier", _latent_only(_set(model_mixer="transformer")),
                        "a self-attention encoder of the same width and depth instead of BiMamba"),
-    "gf": ("gaussian_fourier", None, "notebook 2: correction on top of bicubic with the 8x8 pixel filter, x1-x4"),
-    "gf/no-skip": ("gaussian_fourier", _set(model_input_skip=False), "without the bicubic input skip"),
-    "gf/no-filter": ("gaussian_fourier", _set(model_pixel_filter=0, lr_weight=0.5),
+    # the notebook 2 ablations below were measured without the moving average (ema=0), as pinned here
+    "gf": ("gaussian_fourier", None, "notebook 2: correction on top of bicubic with the 8x8 pixel filter, x1-x4, "
+           "moving average of the weights"),
+    "gf/no-skip": ("gaussian_fourier", _set(ema=0.0, model_input_skip=False), "without the bicubic input skip"),
+    "gf/no-filter": ("gaussian_fourier", _set(ema=0.0, model_pixel_filter=0, lr_weight=0.5),
                      "without the pixel filter, half the loss on the input grid (the earlier notebook 2)"),
-    "gf/filter4": ("gaussian_fourier", _set(model_pixel_filter=4), "a 4x4 pixel filter instead of 8x8"),
-    "gf/latent-only": ("gaussian_fourier", _set(model_pixel_filter=0), "no pixel filter: the residual from the "
+    "gf/filter4": ("gaussian_fourier", _set(ema=0.0, model_pixel_filter=4), "a 4x4 pixel filter instead of 8x8"),
+    "gf/latent-only": ("gaussian_fourier", _set(ema=0.0, model_pixel_filter=0), "no pixel filter: the residual from the "
                        "LPs and patch tokens alone"),
-    "gf/latent-only+pixel-tokens": ("gaussian_fourier", _set(model_pixel_filter=0, model_pixel_tokens=True),
+    "gf/latent-only+pixel-tokens": ("gaussian_fourier", _set(ema=0.0, model_pixel_filter=0, model_pixel_tokens=True),
                                     "no pixel filter; each patch token adds a projection of its own pixels"),
-    "gf/hr-only": ("gaussian_fourier", _set(lr_weight=0.0), "all of the loss on the HR pixels"),
-    "gf/queries-1024": ("gaussian_fourier", _set(sr_queries=1024), "1024 HR pixels per image and step (512)"),
-    "gf/ema": ("gaussian_fourier", _set(ema=0.995), "validate and keep a moving average of the weights (decay 0.995)"),
-    "gf/ema-0.999": ("gaussian_fourier", _set(ema=0.999), "a moving average of the weights with decay 0.999"),
-    "sf/patch-4": ("standard_fourier", _set(model_patch_size=4),
+    "gf/hr-only": ("gaussian_fourier", _set(ema=0.0, lr_weight=0.0), "all of the loss on the HR pixels"),
+    "gf/queries-1024": ("gaussian_fourier", _set(ema=0.0, sr_queries=1024), "1024 HR pixels per image and step (512)"),
+    "gf/no-ema": ("gaussian_fourier", _set(ema=0.0), "the trained weights themselves, no moving average"),
+    "sf/patch-4": ("standard_fourier", _first(_set(model_patch_size=4)),
                    "4x4 patches: 64 tokens + 64 LPs through the encoder instead of 256 + 64"),
-    "sf/no-filter": ("standard_fourier", _set(model_pixel_filter=0),
+    "sf/patch-4+q256": ("standard_fourier", _first(_set(model_patch_size=4, sr_queries=256)),
+                        "4x4 patches and 256 HR pixels per image and step (512)"),
+    "sf/patch-4+q256+3000": ("standard_fourier", _first(_set(model_patch_size=4, sr_queries=256, steps=3000)),
+                             "4x4 patches, 256 HR pixels per image and step, 3000 steps (the same ~10 minutes)"),
+    "sf/patch-4+q128+256+3000": ("standard_fourier", _first(_set(model_patch_size=4, lr_queries=128, sr_queries=256,
+                                                                 steps=3000)),
+                                 "4x4 patches, 128 input-grid + 256 HR pixels per image and step, 3000 steps"),
+    "sf/no-filter": ("standard_fourier", _first(_set(model_pixel_filter=0)),
                      "without the pixel filter: the colour from the LPs and patch tokens alone"),
     "scent": ("scent", None, "notebook 3: SCENT cross-attention + locality bias + the 4 nearest patch tokens"),
     "scent/no-tokens": ("scent", _dec(local_tokens=False), "SCENT reading the LPs only (global attention)"),

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import nbformat as nbf
 
+from ginr_common.configs import get_config
+
 HERE = Path(__file__).resolve().parent
 
 SETUP = """import os
@@ -94,16 +96,21 @@ def notebook(title, intro, config):
     return nb
 
 
-ENCODER = ("Each image is cut into 2x2 patches (256 tokens); learnable position tokens (LPs) are interleaved "
-           "with them at equal spacing, and a bidirectional Mamba (BiMamba) stack reads the sequence both ways, so "
-           "the LPs summarise the image in linear time. Every LP also has a home: a point of a lattice over the "
-           "image, consistent with where it sits in the sequence.")
+def encoder(config):
+    m = get_config(config, "cpu").model
+    p = m.patch_size
+    return (f"Each image is cut into {p}x{p} patches ({m.input_size[0] * m.input_size[1] // p ** 2} tokens); "
+            "learnable position tokens (LPs) are interleaved with them at equal spacing, and a bidirectional Mamba "
+            "(BiMamba) stack reads the sequence both ways, so the LPs summarise the image in linear time. Every LP "
+            "also has a home: a point of a lattice over the image, consistent with where it sits in the sequence.")
+
+
 REFS = ("\n\nReferences: Mamba (Gu & Dao, 2023, arXiv:2312.00752); LIIF, local implicit image functions (Chen, Liu & "
         "Wang, CVPR 2021).")
 NOTEBOOKS = {
     "01_standard_fourier.ipynb": notebook(
         "01 · Standard Fourier features + ResidualBlock decoder: reconstruction at any resolution",
-        ENCODER + " The decoder is local, in the manner of LIIF: a query reads the 4 LPs and the 4 encoded patch "
+        encoder("standard_fourier") + " The decoder is local, in the manner of LIIF: a query reads the 4 LPs and the 4 encoded patch "
         "tokens around it, each with fixed log-spaced Fourier features of its offset (in lattice units) and of "
         "the query's cell size (its pixel footprint at the output resolution), blends them by area, and a trunk "
         "of ResidualBlocks predicts the colour, plus the weights of an 8x8 filter over the input pixels around "
@@ -114,18 +121,19 @@ NOTEBOOKS = {
         "standard_fourier"),
     "02_gaussian_fourier.ipynb": notebook(
         "02 · Gaussian Fourier features: super-resolution as a correction on top of bicubic",
-        ENCODER + " The local decoder of notebook 1 with Gaussian random Fourier features of the offsets "
+        encoder("gaussian_fourier") + " The local decoder of notebook 1 with Gaussian random Fourier features of the offsets "
         "(B ~ N(0, sigma^2): [sin(2 pi c B^T), cos(2 pi c B^T)], Tancik et al., NeurIPS 2020) predicts a residual "
         "over bicubic interpolation of the input, and the weights of an 8x8 filter over the input pixels around "
         "the query (kernel prediction; the filter has zero DC gain, so it adds detail and never shifts the local "
         "mean): the part of the correction that undoes the blur of the downsampling is a filter of the input, "
         "whose weights the features make depend on position and content. 20% of the loss is on the 32x32 input "
         "grid, 80% on random pixels of the real crop resized to a random scale between x1 and x4, so one model "
-        "serves x2, x3, x4 and non-integer scales." + REFS,
+        "serves x2, x3, x4 and non-integer scales. What is validated and shipped is an exponential moving "
+        "average of the weights over training (decay 0.995), which generalises better than the last weights." + REFS,
         "gaussian_fourier"),
     "03_scent_decoder.ipynb": notebook(
         "03 · SCENT-style decoder with a 2-D locality bias",
-        ENCODER + " The decoder follows SCENT (Park et al., ICML 2025, arXiv:2504.12262): Gaussian Fourier "
+        encoder("scent") + " The decoder follows SCENT (Park et al., ICML 2025, arXiv:2504.12262): Gaussian Fourier "
         "features of the query plus the 4 nearest encoded patch tokens, pre-norm cross-attention to the LPs with "
         "a skip of the query features, GEGLU feed-forwards, and a locality bias on the attention logits computed "
         "from the query's position against each LP's home, the same function at every output resolution. "
