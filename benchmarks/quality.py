@@ -92,6 +92,8 @@ VARIANTS = {   # name: (config, change, what it tests)
     "gf/hr-only": ("gaussian_fourier", _set(ema=0.0, lr_weight=0.0), "all of the loss on the HR pixels"),
     "gf/queries-1024": ("gaussian_fourier", _set(ema=0.0, sr_queries=1024), "1024 HR pixels per image and step (512)"),
     "gf/no-ema": ("gaussian_fourier", _set(ema=0.0), "the trained weights themselves, no moving average"),
+    "sf/previous": ("standard_fourier", _first(lambda c: None),
+                    "2x2 patches, 256 + 512 pixels per image and step, 1500 steps (the previous notebook 1)"),
     "sf/patch-4": ("standard_fourier", _first(_set(model_patch_size=4)),
                    "4x4 patches: 64 tokens + 64 LPs through the encoder instead of 256 + 64"),
     "sf/patch-4+q256": ("standard_fourier", _first(_set(model_patch_size=4, sr_queries=256)),

@@ -213,9 +213,12 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(name, tm
     for (k, a), b in zip(one.state_dict().items(), two.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5, rtol=0), (k, (a - b).abs().max())
     cfg = get_config(name, "smoke")
+    trained = c1.get("trained_weights", one.state_dict())      # with a moving average, also the trained weights
+    for k, v in trained.items():
+        assert torch.allclose(v, c2.get("trained_weights", two.state_dict())[k], atol=1e-5, rtol=0), k
     torch.manual_seed(cfg.seed)
     init = model_for(cfg.model).state_dict()                   # and training moved the weights
-    assert max(float((v - init[k]).abs().max()) for k, v in one.state_dict().items()) > 1e-3
+    assert max(float((v - init[k]).abs().max()) for k, v in trained.items()) > 1e-3
 
 
 def test_metrics():
