@@ -47,6 +47,8 @@ VARIANTS = {   # name: (change, what it tests)
                           "(not their normalised convolution)"),
     "flow/linear-guide+ema": (lambda c: (_model(guide="linear")(c), setattr(c, "ema", 0.99)),
                               "linear guide, and a moving average of the weights (decay 0.99) validated and kept"),
+    "flow/linear-guide+mu4": (_model(guide="linear", mu_weight=4.0), "linear guide, four times the weight of the "
+                              "estimate's loss"),
     "flow/linear-guide+filter+ema": (lambda c: (_model(guide="linear", neighbour_filter=True)(c), setattr(c, "ema", 0.99)),
                                      "linear guide, the neighbour filter and a moving average of the weights (0.99)"),
 }

@@ -1,6 +1,6 @@
 """Build the shipped weights of the notebook models.
 
-    python -m ginr_common.release --names standard_fourier --seed 1
+    python -m ginr_common.release --names standard_fourier --seed 0
     python -m ginr_common.release --names gaussian_fourier scent flow_sparse
 
 For each name: train (or reuse, or resume) its cpu-profile run in checkpoints/<name>-<hash>,
