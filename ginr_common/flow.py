@@ -240,13 +240,14 @@ class SparseFieldFlow(nn.Module):
             dist2 = delta.pow(2).sum(-1)
             w = torch.exp(-dist2 / (2 * c.guide_sigma ** 2))
             density = w.sum(-1, keepdim=True)
-            guide = (w @ memory["values"]) / density.clamp_min(1e-6)
-            far = density < 1e-6        # no observation within reach: the nearest one
             d2, j = dist2.topk(c.neighbours, dim=-1, largest=False)             # (B, q, k)
             nearest = lambda x: x.gather(1, j.flatten(1)[..., None].expand(-1, -1, x.shape[-1])  # noqa: E731
                                          ).view(*j.shape, x.shape[-1])
             vals = nearest(memory["values"])
-            guide = torch.where(far, vals[:, :, 0], guide) if linear is None else linear[:, i:i + c.chunk]
+            if linear is None:          # normalised convolution; no observation within reach: the nearest one
+                guide = torch.where(density < 1e-6, vals[:, :, 0], (w @ memory["values"]) / density.clamp_min(1e-6))
+            else:
+                guide = linear[:, i:i + c.chunk]
             off = delta.gather(2, j[..., None].expand(-1, -1, -1, delta.shape[-1]))
             cellq = cell.expand(-1, q.shape[1], -1)[:, :, None].expand_as(off)
             r = self.read(torch.cat([nearest(memory["tokens"]), vals, self.offset_ff(off / 4), off, cellq], -1))

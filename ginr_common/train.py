@@ -105,11 +105,10 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         if diff:
             raise ValueError(f"cannot resume {last}: it is a different run. Differences:\n  " + "\n  ".join(diff) +
                              "\nStart a fresh run (fresh=True, --fresh) or train into another folder.")
-        if ema:
-            ema.load_state_dict(ckpt["ema"])
-            model.load_state_dict(ckpt["trained_weights"])
-        else:
-            model.load_state_dict(prev.state_dict())
+        model.load_state_dict(ckpt["trained_weights"] if ema else prev.state_dict())
+        if ema:   # the checkpoint's model is the average
+            ema.module.load_state_dict(prev.state_dict())
+            ema.n_averaged.fill_(ckpt["ema_updates"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = ckpt["train_state"]
@@ -128,7 +127,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
 
     def save(name):
         state["elapsed_s"] = time.perf_counter() - t_start
-        extra = {"ema": ema.state_dict(), "trained_weights": model.state_dict()} if ema else {}
+        extra = {"ema_updates": int(ema.n_averaged), "trained_weights": model.state_dict()} if ema else {}
         save_checkpoint(out / name, evaluated, train_state=state, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(), train_config=plain(cfg), data=identity, **extra)
 
