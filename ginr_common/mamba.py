@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from ginr_common.conv import causal_conv1d
 from ginr_common.scan import selective_scan
 
 
@@ -52,22 +53,21 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def forward(self, hidden_states):
-        """(B, L, d_model) -> (B, L, d_model)."""
+        """(B, L, d_model) -> (B, L, d_model). Channel-last throughout; the scan reads transposed views."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (B, L, d_model={self.d_model}), got {tuple(hidden_states.shape)}")
-        L = hidden_states.shape[1]
-        xz = rearrange(self.in_proj(hidden_states), "b l d -> b d l")
-        x, z = xz.chunk(2, dim=1)
-        x = F.silu(self.conv1d(x)[..., :L])
-        x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = rearrange(dt @ self.dt_proj.weight.t(), "b l d -> b d l")
+        W, b = self.in_proj.weight, self.in_proj.bias   # two products: their gradients need no concatenation
+        x = F.linear(hidden_states, W[:self.d_inner], None if b is None else b[:self.d_inner])
+        z = F.linear(hidden_states, W[self.d_inner:], None if b is None else b[self.d_inner:])
+        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = dt @ self.dt_proj.weight.t()
         B = rearrange(B.contiguous(), "b l n -> b n l")   # a view; the CPU scan reads this layout as it is
         C = rearrange(C.contiguous(), "b l n -> b n l")
         A = -torch.exp(self.A_log.float())
-        y = selective_scan(x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                           delta_softplus=True, backend=self.scan_backend)
-        return self.out_proj(rearrange(y, "b d l -> b l d"))
+        y = selective_scan(x.transpose(1, 2), dt.transpose(1, 2), A, B, C, self.D.float(), z=z.transpose(1, 2),
+                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend)
+        return self.out_proj(y.transpose(1, 2))
 
 
 class BiMamba(nn.Module):

@@ -41,7 +41,7 @@ def imports():
 
 # the wrappers of optional third-party back ends are imported when first used, so the package
 # imports without numba's compilation or triton
-OPTIONAL_BACKENDS = {"ginr_common", "ginr_common._scan_numba", "ginr_common._scan_triton"}
+OPTIONAL_BACKENDS = {"ginr_common", "ginr_common._scan_numba", "ginr_common._conv_numba", "ginr_common._scan_triton"}
 
 
 def test_no_function_local_package_imports():
