@@ -1,6 +1,6 @@
 """ginr_common: the package behind the Mamba-GINR notebooks.
 
-Dependencies flow one way: scan, conv <- mamba <- encoder <- model / flow <- checkpoints <- configs
+Dependencies flow one way: scan <- conv <- mamba <- encoder <- model / flow <- checkpoints <- configs
 <- tasks <- train / evaluate; fourier, tokens, metrics, baselines, inputs and data are leaves;
 decoders depend on fourier (and the transformer block for SCENT's latent processor); viz depends
 on metrics.

@@ -9,12 +9,9 @@ Backward recomputes ``pre`` and returns dx, and dw, dbias per batch row (summed 
 import numpy as np
 from numba import njit, prange
 
-from ginr_common._scan_numba import exp_into
+from ginr_common._scan_numba import _FASTMATH, exp_into
 
 TILE = 16
-# fast-math without 'arcp'/'afn' (a vectorised division would become an approximate reciprocal, a
-# scalar one would not) and without 'reassoc': results do not depend on which path of a loop runs
-_FASTMATH = {"nnan", "ninf", "nsz", "contract"}
 
 
 @njit(fastmath=_FASTMATH, inline="always", cache=True)

@@ -163,7 +163,7 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, DB,
         s = w % S
         blk_lo = g * nblk_g + (s * nblk_g) // S
         blk_hi = g * nblk_g + ((s + 1) * nblk_g) // S
-        xb = np.empty(T * DB * N, u.dtype)
+        xb = np.empty(T * DB, u.dtype)
         eb = np.empty(T * DB * N, u.dtype)
         hb = np.empty((T + 1) * DB * N, u.dtype)
         gb = np.empty(T * DB * N, u.dtype)

@@ -8,11 +8,11 @@ x[:, t - K + 1 + k]) with zeros before the start, i.e. ``silu(conv1d(x, padding=
 Backends: ``"torch"`` (F.conv1d, any device), ``"numba"`` (CPU kernels, channel-last, no
 transposes), ``"auto"`` (numba on CPU when installed, else torch).
 """
-import importlib.util
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ginr_common.scan import numba_available
 
 BACKENDS = ("auto", "torch", "numba")
 
@@ -65,7 +65,7 @@ def causal_conv1d(x, weight, bias=None, *, backend="auto"):
     if bias is not None and bias.shape != (w.shape[0],):
         raise ValueError(f"bias must be (dim={w.shape[0]},), got {tuple(bias.shape)}")
     if backend == "auto":
-        numba_ok = x.device.type == "cpu" and importlib.util.find_spec("numba") is not None
+        numba_ok = x.device.type == "cpu" and numba_available()
         backend = "numba" if numba_ok and x.dtype in (torch.float32, torch.float64) else "torch"
     if backend == "torch":
         return _torch(x, w, bias)
