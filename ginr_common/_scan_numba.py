@@ -10,8 +10,10 @@ chunks in reverse, recomputes the chunk's states from its checkpoint into a smal
 and runs the reverse (adjoint) scan:
     g_t = C_t * dy_t + exp(delta_{t+1} A) * g_{t+1}   (dL/dh_t)
 from which du, ddelta, dA, dB, dC, dD and dz follow in closed form. Peak memory is O(B D L N / T).
-A work item takes a block of DB channels, so that DB independent recurrences overlap in the
-pipeline. The inputs may be strided views; they are read in place.
+A work item takes a block of W channels (``DB``, up to 128: the caller picks it) and keeps them
+innermost in every buffer ((step, state, channel) order), so each inner loop is a contiguous run
+of W independent recurrences that LLVM vectorises; the inputs' chunk is first gathered into that
+order (``_load``), so strided views are read in place.
 
 The decays exp(delta A) are computed inside the recurrence loops (``fexp``): for float32 a
 straight-line exp (the exponent's bits through an LLVM bitcast, times a degree-5 polynomial for the
@@ -79,192 +81,228 @@ def exp_into(x, out, m):
         out[i] = fexp(x[i])
 
 
+
+
 @njit(fastmath=_FASTMATH, inline="always", cache=True)
-def _sigmoid_z(z, b, d0, DB, t0, m, xb, eb, sg):
-    """sg[i*DB + c] = sigmoid(z[b, d0+c, t0+i]) for the gate, with the vectorised exp."""
+def _load(X, b, d0, t0, m, buf, W):
+    """buf[i*W + c] = X[b, d0+c, t0+i]: a chunk of a block of channels, step-major."""
     for i in range(m):
-        for c in range(DB):
-            xb[i * DB + c] = -z[b, d0 + c, t0 + i]
-    exp_into(xb, eb, m * DB)
+        for c in range(W):
+            buf[i * W + c] = X[b, d0 + c, t0 + i]
+
+
+@njit(fastmath=_FASTMATH, inline="always", cache=True)
+def _sigmoid(zb, m, xb, eb, sg, W):
+    """sg[j] = sigmoid(zb[j]) for the m*W values of a chunk (xb, eb: scratch)."""
     one = np.ones(1, eb.dtype)[0]
-    for i in range(m * DB):
-        sg[i] = one / (one + eb[i])
+    for j in range(m * W):
+        xb[j] = -zb[j]
+    exp_into(xb, eb, m * W)
+    for j in range(m * W):
+        sg[j] = one / (one + eb[j])
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def forward(u, delta, A, Bt, Ct, D, z, has_z, T, DB, out, hs):
-    """out[b, t, d] = (y + D u) * silu(z) (or y + D u without z); hs: states at chunk starts.
-    Work items are (batch, block of DB channels): the DB recurrences are independent, so their
-    steps overlap in the CPU's pipeline instead of waiting on one chain."""
+    """out[b, t, d] = (y + D u) * silu(z) (or y + D u without z); hs: states at chunk starts."""
     nb, nd, L = u.shape
+    W = DB
     N = A.shape[1]
     dpg = nd // Bt.shape[1]
     K = (L + T - 1) // T
-    nblk = nd // DB
+    nblk = nd // W
     for w in prange(nb * nblk):
         b = w // nblk
-        d0 = (w % nblk) * DB
+        d0 = (w % nblk) * W
         g = d0 // dpg
-        h = np.zeros(DB * N, u.dtype)
+        h = np.zeros(N * W, u.dtype)
         zero = h[0]
-        xb = np.empty(T * DB, u.dtype)
-        eb = np.empty(T * DB, u.dtype)
-        yb = np.empty(T * DB, u.dtype)
-        sg = np.empty(T * DB, u.dtype)
+        At = np.empty(N * W, u.dtype)
+        Dl = np.empty(W, u.dtype)
+        for c in range(W):
+            Dl[c] = D[d0 + c]
+            for n in range(N):
+                At[n * W + c] = A[d0 + c, n]
+        xb = np.empty(T * W, u.dtype)
+        eb = np.empty(T * W, u.dtype)
+        dl = np.empty(T * W, u.dtype)
+        ub = np.empty(T * W, u.dtype)
+        zb = np.empty(T * W, u.dtype)
+        yb = np.empty(T * W, u.dtype)
+        sg = np.empty(T * W, u.dtype)
+        dbu = np.empty(W, u.dtype)
+        acc = np.empty(W, u.dtype)
         for k in range(K):
             t0 = k * T
             m = min(L - t0, T)
-            for c in range(DB):
+            for c in range(W):
                 for n in range(N):
-                    hs[b, d0 + c, k, n] = h[c * N + n]
+                    hs[b, d0 + c, k, n] = h[n * W + c]
+            _load(delta, b, d0, t0, m, dl, W)
+            _load(u, b, d0, t0, m, ub, W)
             for i in range(m):
                 t = t0 + i
-                for c in range(DB):
-                    d = d0 + c
-                    uu = u[b, d, t]
-                    dt = delta[b, d, t]
-                    du = dt * uu
-                    acc = zero
-                    for n in range(N):
-                        hv = fexp(dt * A[d, n]) * h[c * N + n] + du * Bt[b, g, t, n]
-                        h[c * N + n] = hv
-                        acc += Ct[b, g, t, n] * hv
-                    yb[i * DB + c] = acc + D[d] * uu
+                for c in range(W):
+                    dbu[c] = dl[i * W + c] * ub[i * W + c]
+                    acc[c] = zero
+                for n in range(N):
+                    bn = Bt[b, g, t, n]
+                    cn = Ct[b, g, t, n]
+                    for c in range(W):
+                        hv = fexp(dl[i * W + c] * At[n * W + c]) * h[n * W + c] + dbu[c] * bn
+                        h[n * W + c] = hv
+                        acc[c] += cn * hv
+                for c in range(W):
+                    yb[i * W + c] = acc[c] + Dl[c] * ub[i * W + c]
             if has_z:
-                _sigmoid_z(z, b, d0, DB, t0, m, xb, eb, sg)
-                for i in range(m):
-                    for c in range(DB):
-                        yb[i * DB + c] *= z[b, d0 + c, t0 + i] * sg[i * DB + c]
+                _load(z, b, d0, t0, m, zb, W)
+                _sigmoid(zb, m, xb, eb, sg, W)
+                for j in range(m * W):
+                    yb[j] *= zb[j] * sg[j]
             for i in range(m):
-                for c in range(DB):
-                    out[b, t0 + i, d0 + c] = yb[i * DB + c]
-        for c in range(DB):
+                for c in range(W):
+                    out[b, t0 + i, d0 + c] = yb[i * W + c]
+        for c in range(W):
             for n in range(N):
-                hs[b, d0 + c, K, n] = h[c * N + n]
+                hs[b, d0 + c, K, n] = h[n * W + c]
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, DB, S,
              du, ddelta, dz, dA_bd, dD_bd, dB_s, dC_s):
     """Gradients of forward's out (cotangent ``dout``, (b, L, d)) and last state (``dlast``).
-    Per chunk, in reverse: recompute the decays and states from the checkpoint, the gate's
-    gradients, the adjoint scan g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}, then du, ddelta
-    (through the softplus when ``softplus``: its derivative is 1 - exp(-delta)), dz, dD, dA, and
-    dB, dC summed over the block's channels into the work item's slice ``s``."""
+    Per chunk, in reverse: the gate's sigmoid, the states and decays recomputed from the checkpoint,
+    the gate's gradients, the adjoint scan, then du, ddelta (through the softplus when
+    ``softplus``: its derivative is 1 - exp(-delta)), dz, dD, dA, and dB, dC summed over the work
+    item's channels into its slice ``s``."""
     nb, nd, L = u.shape
+    W = DB
     N = A.shape[1]
     G = Bt.shape[1]
     dpg = nd // G
     K = (L + T - 1) // T
-    nblk_g = dpg // DB
+    nblk_g = dpg // W
     for w in prange(nb * G * S):
         b = w // (G * S)
         g = (w // S) % G
         s = w % S
         blk_lo = g * nblk_g + (s * nblk_g) // S
         blk_hi = g * nblk_g + ((s + 1) * nblk_g) // S
-        xb = np.empty(T * DB, u.dtype)
-        eb = np.empty(T * DB * N, u.dtype)
-        hb = np.empty((T + 1) * DB * N, u.dtype)
-        gb = np.empty(T * DB * N, u.dtype)
-        gst = np.empty(DB * N, u.dtype)
-        dAl = np.empty(DB * N, u.dtype)
-        dDl = np.empty(DB, u.dtype)
-        yb = np.empty(T * DB, u.dtype)
-        sg = np.empty(T * DB, u.dtype)
-        accB = np.empty(N, u.dtype)
-        accC = np.empty(N, u.dtype)
+        xb = np.empty(T * W, u.dtype)
+        eb = np.empty(T * N * W, u.dtype)
+        hb = np.empty((T + 1) * N * W, u.dtype)
+        gb = np.empty(T * N * W, u.dtype)
+        gst = np.empty(N * W, u.dtype)
+        dAl = np.empty(N * W, u.dtype)
+        At = np.empty(N * W, u.dtype)
+        Dl = np.empty(W, u.dtype)
+        dDl = np.empty(W, u.dtype)
+        dl = np.empty(T * W, u.dtype)
+        ub = np.empty(T * W, u.dtype)
+        zb = np.empty(T * W, u.dtype)
+        dyb = np.empty(T * W, u.dtype)
+        sg = np.empty(T * W, u.dtype)
+        dbu = np.empty(W, u.dtype)
+        acc = np.empty(W, u.dtype)
+        sB = np.empty(W, u.dtype)
+        sA = np.empty(W, u.dtype)
         zero = np.zeros(1, u.dtype)[0]
         one = np.ones(1, u.dtype)[0]
         for blk in range(blk_lo, blk_hi):
-            d0 = blk * DB
-            for c in range(DB):
-                dDl[c] = 0.0
+            d0 = blk * W
+            for c in range(W):
+                Dl[c] = D[d0 + c]
+                dDl[c] = zero
                 for n in range(N):
-                    gst[c * N + n] = dlast[b, d0 + c, n]
-                    dAl[c * N + n] = 0.0
+                    At[n * W + c] = A[d0 + c, n]
+                    gst[n * W + c] = dlast[b, d0 + c, n]
+                    dAl[n * W + c] = zero
             for k in range(K - 1, -1, -1):
                 t0 = k * T
                 m = min(L - t0, T)
+                _load(delta, b, d0, t0, m, dl, W)
+                _load(u, b, d0, t0, m, ub, W)
+                for i in range(m):
+                    for c in range(W):
+                        dyb[i * W + c] = dout[b, t0 + i, d0 + c]
                 if has_z:  # sigmoid(z) first: it reuses the decay buffers
-                    _sigmoid_z(z, b, d0, DB, t0, m, xb, eb, sg)
-                for c in range(DB):
+                    _load(z, b, d0, t0, m, zb, W)
+                    _sigmoid(zb, m, xb, eb, sg, W)
+                for c in range(W):
                     for n in range(N):
-                        hb[c * N + n] = hs[b, d0 + c, k, n]
+                        hb[n * W + c] = hs[b, d0 + c, k, n]
                 # states, the scan output y and the gate's gradients
                 for i in range(m):
                     t = t0 + i
-                    for c in range(DB):
-                        d = d0 + c
-                        uu = u[b, d, t]
-                        dt = delta[b, d, t]
-                        dbu = dt * uu
-                        acc = zero
-                        base = (i * DB + c) * N
-                        for n in range(N):
-                            e = fexp(dt * A[d, n])
-                            eb[base + n] = e
-                            hv = e * hb[base + n] + dbu * Bt[b, g, t, n]
-                            hb[base + DB * N + n] = hv
-                            acc += Ct[b, g, t, n] * hv
-                        dyo = dout[b, t, d]
+                    for c in range(W):
+                        dbu[c] = dl[i * W + c] * ub[i * W + c]
+                        acc[c] = zero
+                    for n in range(N):
+                        bn = Bt[b, g, t, n]
+                        cn = Ct[b, g, t, n]
+                        e0 = (i * N + n) * W
+                        for c in range(W):
+                            e = fexp(dl[i * W + c] * At[n * W + c])
+                            eb[e0 + c] = e
+                            hv = e * hb[e0 + c] + dbu[c] * bn
+                            hb[e0 + N * W + c] = hv
+                            acc[c] += cn * hv
+                    for c in range(W):
+                        uu = ub[i * W + c]
+                        dyo = dyb[i * W + c]
                         if has_z:
-                            q = sg[i * DB + c]
-                            zz = z[b, d, t]
-                            dz[b, d, t] = dyo * (acc + D[d] * uu) * q * (one + zz * (one - q))
+                            q = sg[i * W + c]
+                            zz = zb[i * W + c]
+                            dz[b, d0 + c, t] = dyo * (acc[c] + Dl[c] * uu) * q * (one + zz * (one - q))
                             dyo = dyo * zz * q
                         dDl[c] += dyo * uu
-                        yb[i * DB + c] = dyo
+                        dyb[i * W + c] = dyo
                 # adjoint scan over the chunk
                 for i in range(m - 1, -1, -1):
                     t = t0 + i
-                    for c in range(DB):
-                        dyt = yb[i * DB + c]
-                        base = (i * DB + c) * N
-                        for n in range(N):
-                            gn = gst[c * N + n] + Ct[b, g, t, n] * dyt
-                            gb[base + n] = gn
-                            gst[c * N + n] = gn * eb[base + n]
+                    for n in range(N):
+                        cn = Ct[b, g, t, n]
+                        e0 = (i * N + n) * W
+                        for c in range(W):
+                            gn = gst[n * W + c] + cn * dyb[i * W + c]
+                            gb[e0 + c] = gn
+                            gst[n * W + c] = gn * eb[e0 + c]
                 # closed-form gradients
                 for i in range(m):
                     t = t0 + i
+                    for c in range(W):
+                        dbu[c] = dl[i * W + c] * ub[i * W + c]
+                        sB[c] = zero
+                        sA[c] = zero
                     for n in range(N):
-                        accB[n] = zero
-                        accC[n] = zero
-                    for c in range(DB):
-                        d = d0 + c
-                        dt = delta[b, d, t]
-                        uu = u[b, d, t]
-                        dyt = yb[i * DB + c]
-                        dtu = dt * uu
-                        sB = zero
-                        sA = zero
-                        base = (i * DB + c) * N
-                        for n in range(N):
-                            gn = gb[base + n]
-                            accC[n] += dyt * hb[base + DB * N + n]
-                            accB[n] += gn * dtu
-                            sB += gn * Bt[b, g, t, n]
-                            x = gn * hb[base + n] * eb[base + n]
-                            sA += x * A[d, n]
-                            dAl[c * N + n] += x * dt
-                        du[b, d, t] = dt * sB + D[d] * dyt
-                        ddelta[b, d, t] = uu * sB + sA
-                    for n in range(N):
-                        dC_s[s, b, g, t, n] += accC[n]
-                        dB_s[s, b, g, t, n] += accB[n]
+                        bn = Bt[b, g, t, n]
+                        e0 = (i * N + n) * W
+                        aC = zero
+                        aB = zero
+                        for c in range(W):
+                            gn = gb[e0 + c]
+                            aC += dyb[i * W + c] * hb[e0 + N * W + c]
+                            aB += gn * dbu[c]
+                            sB[c] += gn * bn
+                            x = gn * hb[e0 + c] * eb[e0 + c]
+                            sA[c] += x * At[n * W + c]
+                            dAl[n * W + c] += x * dl[i * W + c]
+                        dC_s[s, b, g, t, n] += aC
+                        dB_s[s, b, g, t, n] += aB
+                    for c in range(W):
+                        du[b, d0 + c, t] = dl[i * W + c] * sB[c] + Dl[c] * dyb[i * W + c]
+                        ddelta[b, d0 + c, t] = ub[i * W + c] * sB[c] + sA[c]
                 if softplus:  # d softplus(x)/dx = sigmoid(x) = 1 - exp(-softplus(x))
+                    for j in range(m * W):
+                        xb[j] = -dl[j]
+                    exp_into(xb, eb, m * W)
                     for i in range(m):
-                        for c in range(DB):
-                            xb[i * DB + c] = -delta[b, d0 + c, t0 + i]
-                    exp_into(xb, eb, m * DB)
-                    for i in range(m):
-                        for c in range(DB):
-                            ddelta[b, d0 + c, t0 + i] *= one - eb[i * DB + c]
-            for c in range(DB):
+                        for c in range(W):
+                            ddelta[b, d0 + c, t0 + i] *= one - eb[i * W + c]
+            for c in range(W):
                 dD_bd[b, d0 + c] = dDl[c]
                 for n in range(N):
-                    dA_bd[b, d0 + c, n] = dAl[c * N + n]
+                    dA_bd[b, d0 + c, n] = dAl[n * W + c]
 
 
 def kernels(dtype):

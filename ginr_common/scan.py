@@ -163,9 +163,11 @@ def _torch_backward(u, delta, A, B, C, hs, dy, dlast, T):
 
 
 # ----------------------------------------------------------------------------- numba kernels
-def _channel_block(dpg):
-    """Channels per numba work item: the largest of 8, 4, 2, 1 dividing the channels per group."""
-    return next(c for c in (8, 4, 2, 1) if dpg % c == 0)
+def _channel_block(dpg, rows, threads):
+    """Channels per numba work item: the most (up to 128, dividing the channels per group ``dpg``:
+    long vector loops) that still leave two work items per thread over ``rows`` (batch x groups)."""
+    blocks = [w for w in range(min(dpg, 128), 0, -1) if dpg % w == 0]
+    return next((w for w in blocks if rows * (dpg // w) >= 2 * threads or w <= 8), blocks[-1])
 
 
 def _as_numba(X):
@@ -187,7 +189,9 @@ class _NumbaScan(torch.autograd.Function):
         delta = _prepare_delta(delta_raw, delta_bias, delta_softplus, u.dtype)
         Dw = D if D is not None else u.new_zeros(d)
         zw = z if z is not None else u
-        DB = _channel_block(d // G)
+        from numba import get_num_threads
+
+        DB = _channel_block(d // G, b * G, get_num_threads())
         out = u.new_empty(b, L, d)
         hs = u.new_empty(b, d, math.ceil(L / CHUNK) + 1, N)
         fwd, _ = _scan_numba.kernels(_as_numba(u).dtype)
@@ -208,7 +212,7 @@ class _NumbaScan(torch.autograd.Function):
         has_D, has_z, has_bias, softplus = ctx.flags
         b, d, L = u.shape
         G, N = B.shape[1], A.shape[1]
-        DB = _channel_block(d // G)
+        DB = _channel_block(d // G, b * G, get_num_threads())
         S = max(1, min(d // G // DB, -(-2 * get_num_threads() // (b * G))))  # enough work items per thread
         dout = u.new_zeros(b, L, d) if dout is None else dout.transpose(1, 2).contiguous()
         dlast = hs.new_zeros(hs[:, :, -1].shape) if dlast is None else dlast.contiguous()

@@ -73,7 +73,7 @@ def test_each_option_alone(backend, opt, seed):
 
 @pytest.mark.parametrize("G", [0, 2])
 def test_channel_blocks_and_strided_inputs(G, seed):
-    """Blocks of 8 channels per work item, and u, delta, z, B, C given as strided views (the
+    """Several channels per work item, and u, delta, z, B, C given as strided views (the
     layouts Mamba passes: (b, L, d) memory read as (b, d, L)); last-state gradient unused."""
     inp = make_inputs(2, 16 if G == 0 else 32, 150, 16, G)
 
@@ -85,6 +85,15 @@ def test_channel_blocks_and_strided_inputs(G, seed):
     opts = dict(D=True, z=True, delta_bias=True, softplus=True)
     check(strided_inp, opts, "numba", torch.float64, 1e-10)
     check(strided_inp, opts, "numba", torch.float32, 2e-4)
+
+
+@pytest.mark.parametrize("dpg, rows, threads, expect", [
+    (128, 16, 2, 128), (128, 1, 2, 32), (128, 2, 2, 64), (256, 16, 2, 128), (6, 1, 2, 6), (48, 1, 4, 8), (7, 1, 2, 7),
+])
+def test_channel_block_is_long_but_leaves_work_for_every_thread(dpg, rows, threads, expect):
+    from ginr_common.scan import _channel_block
+
+    assert _channel_block(dpg, rows, threads) == expect
 
 
 def test_without_last_state_and_default_backend(seed):
