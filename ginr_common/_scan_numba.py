@@ -10,7 +10,7 @@ chunks in reverse, recomputes the chunk's states from its checkpoint into a smal
 and runs the reverse (adjoint) scan:
     g_t = C_t * dy_t + exp(delta_{t+1} A) * g_{t+1}   (dL/dh_t)
 from which du, ddelta, dA, dB, dC, dD and dz follow in closed form. Peak memory is O(B D L N / T).
-A work item takes a block of W channels (``DB``, up to 128: the caller picks it) and keeps them
+A work item takes a block of W channels (up to 128: the caller picks it) and keeps them
 innermost in every buffer ((step, state, channel) order), so each inner loop is a contiguous run
 of W independent recurrences that LLVM vectorises; the inputs' chunk is first gathered into that
 order (``_load``), so strided views are read in place.
@@ -103,10 +103,9 @@ def _sigmoid(zb, m, xb, eb, sg, W):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def forward(u, delta, A, Bt, Ct, D, z, has_z, T, DB, out, hs):
+def forward(u, delta, A, Bt, Ct, D, z, has_z, T, W, out, hs):
     """out[b, t, d] = (y + D u) * silu(z) (or y + D u without z); hs: states at chunk starts."""
     nb, nd, L = u.shape
-    W = DB
     N = A.shape[1]
     dpg = nd // Bt.shape[1]
     K = (L + T - 1) // T
@@ -168,7 +167,7 @@ def forward(u, delta, A, Bt, Ct, D, z, has_z, T, DB, out, hs):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, DB, S,
+def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, S,
              du, ddelta, dz, dA_bd, dD_bd, dB_s, dC_s):
     """Gradients of forward's out (cotangent ``dout``, (b, L, d)) and last state (``dlast``).
     Per chunk, in reverse: the gate's sigmoid, the states and decays recomputed from the checkpoint,
@@ -176,7 +175,6 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, DB,
     ``softplus``: its derivative is 1 - exp(-delta)), dz, dD, dA, and dB, dC summed over the work
     item's channels into its slice ``s``."""
     nb, nd, L = u.shape
-    W = DB
     N = A.shape[1]
     G = Bt.shape[1]
     dpg = nd // G
