@@ -37,20 +37,20 @@ def _model(**kw):
 
 
 VARIANTS = {   # name: (change, what it tests)
-    "flow": (None, "notebook 4: bridge from the estimate, joint BiMamba mixer over the queries"),
+    "flow": (None, "notebook 4: linear guide, grid refiner, bridge from the estimate, joint BiMamba mixer over the "
+                   "queries"),
+    "flow/no-refiner": (_model(grid_blocks=0), "no grid refiner: the estimate corrects the guide from each query's "
+                        "8 nearest observations only"),
+    "flow/normconv-guide": (_model(guide="normconv"), "the guide is the normalised convolution of the observations "
+                            "(not their linear interpolation)"),
+    "flow/mu1": (_model(mu_weight=1.0), "the estimate's loss weighted 1 (not 4)"),
+    "flow/previous": (_model(guide="normconv", grid_blocks=0, mu_weight=1.0),
+                      "the previous design: normalised-convolution guide, no grid refiner, estimate's loss weight 1"),
     "flow/no-mixer": (_model(mixer_depth=0), "no mixing of the queries: each query's velocity on its own"),
-    "flow/noise-0.6": (_model(noise_scale=0.6), "twice the bridge's starting noise"),
-    "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 tiles only (no HR crops)"),
-    "flow/neighbour-filter": (_model(neighbour_filter=True), "the estimate also adds predicted weights times the "
-                              "differences of the 8 nearest observations to the guide"),
-    "flow/linear-guide": (_model(guide="linear"), "the estimate corrects linear interpolation of the observations "
-                          "(not their normalised convolution)"),
-    "flow/linear-guide+ema": (lambda c: (_model(guide="linear")(c), setattr(c, "ema", 0.99)),
-                              "linear guide, and a moving average of the weights (decay 0.99) validated and kept"),
-    "flow/linear-guide+mu4": (_model(guide="linear", mu_weight=4.0), "linear guide, four times the weight of the "
-                              "estimate's loss"),
-    "flow/linear-guide+filter+ema": (lambda c: (_model(guide="linear", neighbour_filter=True)(c), setattr(c, "ema", 0.99)),
-                                     "linear guide, the neighbour filter and a moving average of the weights (0.99)"),
+    "flow/noise-0.6": (_model(noise_scale=0.6), "four times the bridge's starting noise"),
+    "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 downsamples of the crops only "
+                          "(no HR targets, no zoomed windows)"),
+    "flow/ema": (lambda c: setattr(c, "ema", 0.99), "a moving average of the weights (decay 0.99) validated and kept"),
 }
 
 

@@ -49,9 +49,14 @@ class TrainConfig:
     ema: float = 0.0            # decay of a moving average of the weights, which is validated and saved (0: off)
     mask_redraw: bool = True    # sparse_flow: fresh masks every step, all unobserved pixels supervised
                                 # (False: fixed per-image masks, a disjoint 20% supervised)
+    native_windows: tuple = (1,)  # sparse_flow with sr_scales: the input of a step at s = 1 is a window of 1/w of
+                                # each HR crop (w drawn from these) resized to input_size; 1: the whole crop
 
     def __post_init__(self):
         self.sr_scales = tuple(self.sr_scales)
+        self.native_windows = tuple(self.native_windows)
+        if not self.native_windows or not all(isinstance(w, int) and w >= 1 for w in self.native_windows):
+            raise ValueError(f"native_windows must be integers >= 1 (1: the whole crop), got {self.native_windows}")
         if self.sr_scales and (len(self.sr_scales) != 2 or not 1 <= self.sr_scales[0] <= self.sr_scales[1]):
             raise ValueError(f"sr_scales must be (low, high) with 1 <= low <= high, got {self.sr_scales}")
         if not 0 <= self.ema < 1:
@@ -155,18 +160,21 @@ PROFILES = {
         "smoke": TrainConfig(
             task="sparse_flow",
             model=FlowConfig(name="flow_sparse", dim=32, depth=1, num_lp=16, d_state=8, hidden=32, mixer_depth=1,
-                             noise_features=64),
-            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10, sr_scales=(1.0, 4.0)),
+                             noise_features=64, guide="linear", grid_blocks=2, grid_width=16, mu_weight=4.0),
+            steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10, sr_scales=(1.0, 4.0),
+            native_windows=(1, 2, 4)),
         "cpu": TrainConfig(
             task="sparse_flow",
-            model=FlowConfig(name="flow_sparse", dim=64, depth=2, num_lp=32, d_state=16, hidden=64, mixer_depth=2),
+            model=FlowConfig(name="flow_sparse", dim=64, depth=2, num_lp=32, d_state=16, hidden=64, mixer_depth=2,
+                             guide="linear", grid_blocks=6, grid_width=64, mu_weight=4.0),
             steps=600, batch_size=16, lr=1e-3, warmup_steps=50, val_every=150, ckpt_every=50, augment=True,
-            sr_scales=(1.0, 4.0)),
+            sr_scales=(1.0, 4.0), native_windows=(1, 2, 4)),
         "full": TrainConfig(
             task="sparse_flow",
-            model=FlowConfig(name="flow_sparse", dim=256, depth=6, num_lp=128, d_state=16, hidden=256, mixer_depth=4),
+            model=FlowConfig(name="flow_sparse", dim=256, depth=6, num_lp=128, d_state=16, hidden=256, mixer_depth=4,
+                             guide="linear", grid_blocks=12, grid_width=128, mu_weight=4.0),
             steps=70_300, batch_size=64, lr=1e-4, warmup_steps=3_515, val_every=703, ckpt_every=703,
-            sr_scales=(1.0, 4.0)),
+            sr_scales=(1.0, 4.0), native_windows=(1, 2, 4)),
     },
 }
 

@@ -11,7 +11,10 @@ The model, in the order a sample is drawn:
    LIIF's local reading) and its cell size (the pixel footprint of the render). Beside the
    learned features it gets a *guide*: the normalised convolution of the observations (a Gaussian
    of ``guide_sigma`` base pixels) or (``guide="linear"``) their piecewise-linear interpolation,
-   and the observation density there. A linear head on top gives
+   and the observation density there. With ``grid_blocks`` > 0 a *grid refiner* sees the guide
+   in context: the observations rasterised on the base grid (the guide at every cell, a mask
+   of the observed cells and their values) pass through residual convolution blocks, and each
+   query reads the resulting feature map where it lies (bilinearly). A linear head on top gives
    ``mu``, the model's own one-shot estimate of the field (trained by MSE, a residual over the
    guide).
 3. **A bridge from the estimate**: the flow starts at x0 = mu + ``noise_scale`` * z, z a noise
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ginr_common.baselines import interpolate_sparse
-from ginr_common.fourier import FourierFeatures
+from ginr_common.fourier import FourierFeatures, make_grid
 from ginr_common.inputs import as_coords, as_unit_range
 from ginr_common.mamba import BiMambaStack, EncoderBlock, BiMamba
 from ginr_common.tokens import ImplicitSequentialBias
@@ -67,6 +70,8 @@ class FlowConfig:
     mu_weight: float = 1.0         # weight of the MSE on mu in the training loss
     neighbour_filter: bool = False  # mu also adds sum_j w_j (v_j - guide) over the nearest observations, the
                                     # weights predicted per query and neighbour (a learned, content-aware kernel)
+    grid_blocks: int = 0           # residual 3x3 convolution blocks of the grid refiner (0: none)
+    grid_width: int = 64           # channels of the grid refiner
     chunk: int = 4096              # queries per chunk when reading the observations
 
     def __post_init__(self):
@@ -78,6 +83,12 @@ class FlowConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.guide not in ("normconv", "linear"):
             raise ValueError(f"guide must be 'normconv' or 'linear', got {self.guide!r}")
+        if self.grid_blocks < 0 or self.grid_width < 1:
+            raise ValueError(f"grid_blocks must be >= 0 and grid_width >= 1, got {self.grid_blocks} and "
+                             f"{self.grid_width}")
+        if self.grid_blocks and len(self.input_size) not in (2, 3):
+            raise ValueError(f"the grid refiner (grid_blocks > 0) needs a 2-d or 3-d input_size, got "
+                             f"{self.input_size}")
         if self.mixer_depth < 0:
             raise ValueError(f"mixer_depth must be >= 0 (0: no mixing of the queries), got {self.mixer_depth}")
 
@@ -162,6 +173,61 @@ def default_cell(query_coords, size):
     return torch.minimum(torch.maximum(cell, base / 8), base.expand_as(cell))
 
 
+# ---------------------------------------------------------------------- the grid refiner
+class GridRefiner(nn.Module):
+    """Residual convolution blocks over the base grid: input (B, 2C+1, *S) = the guide at every
+    cell, a mask of the observed cells and their observed values (zero elsewhere), all in
+    [-1, 1] -> (features (B, width, *S), a correction of the guide (B, C, *S), zero at
+    initialisation). Dilations cycle 1, 2, 4, so six blocks see about 30 cells."""
+
+    def __init__(self, d, channels, width, blocks):
+        super().__init__()
+        conv = (nn.Conv2d, nn.Conv3d)[d - 2]
+        self.inp = conv(2 * channels + 1, width, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.GELU(), conv(width, width, 3, padding=r, dilation=r), nn.GELU(),
+                          conv(width, width, 3, padding=1))
+            for r in (1, 2, 4) * (blocks // 3) + (1, 2, 4)[:blocks % 3])
+        self.out = conv(width, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for blk in self.blocks:
+            h = h + blk(h)
+        h = F.gelu(h)
+        return h, self.out(h)
+
+
+def rasterise(coords, values, size):
+    """Observations (B, N, d) in [0, 1] / (B, N, C) -> (mask (B, 1, *size), the mean observed
+    value per cell (B, C, *size), zero where nothing was observed): each observation falls in the
+    cell that contains it."""
+    B, N, d = coords.shape
+    s = torch.tensor(size, device=coords.device)
+    cell = (coords * s).long().clamp(min=0).minimum(s - 1)
+    flat = torch.zeros_like(cell[..., 0])
+    for a in range(d):
+        flat = flat * size[a] + cell[..., a]
+    n = math.prod(size)
+    count = torch.zeros(B, n, device=coords.device, dtype=values.dtype).scatter_add_(1, flat, torch.ones_like(
+        flat, dtype=values.dtype))
+    total = torch.zeros(B, n, values.shape[-1], device=coords.device, dtype=values.dtype).scatter_add_(
+        1, flat[..., None].expand_as(values), values)
+    mean = total / count.clamp_min(1)[..., None]
+    return (count > 0).to(values.dtype).view(B, 1, *size), mean.transpose(1, 2).reshape(B, -1, *size)
+
+
+def read_grid(feats, coords):
+    """Multilinear read of a feature map (B, F, *S) at coordinates (B, Q, d) in [0, 1] (pixel
+    centres, border values outside) -> (B, Q, F)."""
+    d = coords.shape[-1]
+    g = (2 * coords - 1).flip(-1).view(coords.shape[0], coords.shape[1], *([1] * (d - 1)), d)
+    out = F.grid_sample(feats, g.to(feats.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    return out.flatten(2).transpose(1, 2)
+
+
 class SparseFieldFlow(nn.Module):
     def __init__(self, config: FlowConfig):
         super().__init__()
@@ -175,7 +241,9 @@ class SparseFieldFlow(nn.Module):
         # reading the nearest observations: features and a logit per neighbour
         self.read = nn.Sequential(nn.Linear(c.dim + C + self.offset_ff.out_dim + 2 * d, H), nn.GELU(),
                                   nn.Linear(H, H + 1))
-        self.cond = nn.Sequential(nn.Linear(H + 2 * C + 1 + d, H), nn.GELU(), nn.Linear(H, H))
+        self.refiner = GridRefiner(d, C, c.grid_width, c.grid_blocks) if c.grid_blocks else None
+        G = c.grid_width if c.grid_blocks else 0
+        self.cond = nn.Sequential(nn.Linear(H + 2 * C + 1 + d + G, H), nn.GELU(), nn.Linear(H, H))
         self.mu_head = nn.Linear(H, C)
         nn.init.zeros_(self.mu_head.weight)
         nn.init.zeros_(self.mu_head.bias)
@@ -215,9 +283,36 @@ class SparseFieldFlow(nn.Module):
         tokens = self.obs_embed(torch.cat([self.ff(coords), values], -1))
         enc = self.stack(self.lp.add_lp(tokens))
         _, tok_idx, _ = self.lp.indices(tokens.shape[1])
-        return {"coords": coords, "values": values, "tokens": enc[:, tok_idx]}
+        memory = {"coords": coords, "values": values, "tokens": enc[:, tok_idx]}
+        if self.refiner is not None:
+            size = self.config.input_size
+            grid = make_grid(size).to(coords).expand(coords.shape[0], -1, -1)
+            guide = self.guide(memory, grid).transpose(1, 2).reshape(coords.shape[0], -1, *size)
+            mask, observed = rasterise(coords, values, size)
+            memory["grid"], memory["correction"] = self.refiner(torch.cat([guide, mask, observed], 1))
+        return memory
 
     # ------------------------------------------------------------------ 2. condition the queries
+    def guide(self, memory, query_coords):
+        """The guide at query_coords (B, Q, d) -> (B, Q, C) in [-1, 1]: the normalised convolution
+        of the observations (no observation within reach: the nearest one), or their piecewise-
+        linear interpolation (``guide="linear"``: scipy's Delaunay interpolation per image on the
+        CPU, a constant of the model)."""
+        c = self.config
+        if c.guide == "linear":
+            return 2 * interpolate_sparse(memory["coords"], (memory["values"] + 1) / 2, query_coords).to(
+                query_coords) - 1
+        size = torch.tensor(c.input_size, dtype=query_coords.dtype, device=query_coords.device)
+        out = []
+        for i in range(0, query_coords.shape[1], c.chunk):
+            delta = (memory["coords"][:, None] - query_coords[:, i:i + c.chunk, None]) * size
+            dist2 = delta.pow(2).sum(-1)
+            w = torch.exp(-dist2 / (2 * c.guide_sigma ** 2))
+            density = w.sum(-1, keepdim=True)
+            nearest = _rows(memory["values"], dist2.argmin(-1))
+            out.append(torch.where(density < 1e-6, nearest, (w @ memory["values"]) / density.clamp_min(1e-6)))
+        return torch.cat(out, 1)
+
     def condition(self, memory, query_coords, cell=None):
         """Per-query conditioning (B, Q, hidden), the estimate mu (B, Q, C) and the guide (B, Q, C),
         values in [-1, 1]. ``cell`` (B, d) or (d,): the render's pixel size (default: read from
@@ -229,11 +324,9 @@ class SparseFieldFlow(nn.Module):
             cell = default_cell(query_coords, c.input_size)
         cell = torch.as_tensor(cell, dtype=query_coords.dtype, device=query_coords.device)
         cell = cell.expand(query_coords.shape[0], -1)[:, None] * size        # base pixels
-        feats, guides, filt = [], [], []
-        linear = None
-        if c.guide == "linear":   # scipy's Delaunay interpolation, per image, on the CPU (a constant of the model)
-            linear = 2 * interpolate_sparse(memory["coords"], (memory["values"] + 1) / 2, query_coords).to(
-                query_coords) - 1
+        feats, filt = [], []
+        guide_all = self.guide(memory, query_coords)
+        grid_all = read_grid(memory["grid"], query_coords) if "grid" in memory else None
         for i in range(0, query_coords.shape[1], c.chunk):
             q = query_coords[:, i:i + c.chunk]
             delta = (memory["coords"][:, None] - q[:, :, None]) * size          # (B, q, N, d) base pixels
@@ -244,23 +337,22 @@ class SparseFieldFlow(nn.Module):
             nearest = lambda x: x.gather(1, j.flatten(1)[..., None].expand(-1, -1, x.shape[-1])  # noqa: E731
                                          ).view(*j.shape, x.shape[-1])
             vals = nearest(memory["values"])
-            if linear is None:          # normalised convolution; no observation within reach: the nearest one
-                guide = torch.where(density < 1e-6, vals[:, :, 0], (w @ memory["values"]) / density.clamp_min(1e-6))
-            else:
-                guide = linear[:, i:i + c.chunk]
+            guide = guide_all[:, i:i + c.chunk]
             off = delta.gather(2, j[..., None].expand(-1, -1, -1, delta.shape[-1]))
             cellq = cell.expand(-1, q.shape[1], -1)[:, :, None].expand_as(off)
             r = self.read(torch.cat([nearest(memory["tokens"]), vals, self.offset_ff(off / 4), off, cellq], -1))
             hj, logit = r[..., :-1], r[..., -1:]
             h = (logit.softmax(2) * hj).sum(2)
-            feats.append(self.cond(torch.cat([h, guide, vals[:, :, 0], density.log1p(), cell.expand(-1, q.shape[1], -1)],
-                                             -1)))
+            extra = [] if grid_all is None else [grid_all[:, i:i + c.chunk]]
+            feats.append(self.cond(torch.cat([h, guide, vals[:, :, 0], density.log1p(),
+                                              cell.expand(-1, q.shape[1], -1), *extra], -1)))
             if self.nbr_filter is not None:   # zero DC: the weights move mu off the guide only by detail
                 wj = self.nbr_filter(torch.cat([hj, h[:, :, None].expand_as(hj)], -1))        # (B, q, k, 1)
                 filt.append((wj * (vals - guide[:, :, None])).sum(2))
-            guides.append(guide)
-        cond, guide = torch.cat(feats, 1), torch.cat(guides, 1)
+        cond, guide = torch.cat(feats, 1), guide_all
         mu = guide + self.mu_head(cond) + (torch.cat(filt, 1) if filt else 0)
+        if "correction" in memory:   # the refiner's correction of the guide, read where each query lies
+            mu = mu + read_grid(memory["correction"], query_coords)
         return cond, mu, guide
 
     # ------------------------------------------------------------------ 4. the joint velocity

@@ -209,15 +209,18 @@ def flow_notebook():
     cells = [md("# 04 · Flow matching for sparse field reconstruction\n\nObserve 20% of an image's pixels and sample "
                 "the whole continuous field at any resolution. The observed pixels (value + Fourier features of the "
                 "coordinate), ordered along a Hilbert curve with LPs interleaved, pass once through a BiMamba "
-                "encoder. Each query reads its 8 nearest observations (in the manner of LIIF) and gets a guide, the "
-                "normalised convolution of the observations; a linear head on top gives the model's one-shot "
-                "estimate mu. The flow is a bridge from mu plus noise to the image (flow matching, Lipman et al., "
+                "encoder. A guide, the linear interpolation of the observations, is refined in context: the guide, a "
+                "mask of the observed pixels and their values pass through a few convolution blocks on the 32x32 "
+                "grid, whose features and correction of the guide are read at any coordinate. Each query also "
+                "reads its 8 nearest observations (in the manner of LIIF); the guide plus the correction plus a "
+                "linear head on top is the model's one-shot estimate mu. The flow is a bridge from mu plus noise to the image (flow matching, Lipman et al., "
                 "ICLR 2023; rectified flow, Liu et al., ICLR 2023): x_t = (1 - t) x0 + t x1 with x0 = mu + s z. The "
                 "network predicts x1 from x_t with the preconditioning of EDM (Karras et al., NeurIPS 2022), and at "
                 "every step BiMamba blocks mix the queries in Hilbert order, so a sample is spatially coherent. The "
                 "noise z is a Gaussian-process field of the coordinate, so renders at different sizes are samples of "
-                "one field. Training draws fresh masks on 32x32 downsamples of high-resolution crops and supervises "
-                "a window of the crop at a random scale x1-x4, so rendering above 32x32 is learned."),
+                "one field. Training draws fresh masks on 32x32 downsamples of high-resolution crops (whole, or a half or "
+                "quarter of one, so the inputs span the scales of the test tiles) and supervises the input or a "
+                "window of the crop at a random scale x1-x4, so rendering above 32x32 is learned."),
              code(FLOW_SETUP),
              md("## The model and the observations"), code(FLOW_SHIPPED),
              md("## Results on held-out photographs\nPSNR on the whole tile and on the unobserved pixels, SSIM, and "
