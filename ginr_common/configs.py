@@ -155,7 +155,7 @@ PROFILES = {
             steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,
             sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
-    # notebook 4: flow matching from 20% of the pixels; the cpu profile's 800 steps take ~10 min
+    # notebook 4: flow matching from 20% of the pixels; the cpu profile's 600 steps take about 12 minutes
     "flow_sparse": {
         "smoke": TrainConfig(
             task="sparse_flow",

@@ -82,7 +82,7 @@ def release(name, seed=0, profile="cpu"):
 
 def teaser(path, crop=9, tile=300):
     """The README's figure from the shipped models: a held-out 32x32 input rendered at 128 by
-    standard_fourier beside bicubic and the real crop; flow_sparse's mean of 4 samples from 20% of a
+    standard_fourier beside bicubic and the real crop; flow_sparse's mean of 16 samples from 20% of a
     held-out tile beside linear interpolation and the tile."""
     lr, hr = (x[crop:crop + 1] for x in load_sr_pairs("test"))
     with torch.no_grad():
@@ -92,13 +92,13 @@ def teaser(path, crop=9, tile=300):
     flow = load_pretrained("flow_sparse")
     oc, ov, grid, unobserved = observe(x, flow.config.observe_frac)
     img = lambda v: v.transpose(1, 2).reshape(1, 3, 32, 32)  # noqa: E731
-    mean, _ = flow.posterior(oc, ov, grid, k=4, steps=8, generator=torch.Generator().manual_seed(0))
+    mean, _ = flow.posterior(oc, ov, grid, k=16, steps=8, generator=torch.Generator().manual_seed(0))
     lin = interpolate_sparse(oc, ov, grid, "linear")
     db = lambda p, t: f"{float(psnr(p, t)):.1f} dB"  # noqa: E731
     fig = image_row([lr[0], bic[0], sr[0], hr[0], (x * (~unobserved).reshape(1, 1, 32, 32))[0], img(lin)[0],
                      img(mean)[0], x[0]],
                     ["input 32x32", f"bicubic x4, {db(bic, hr)}", f"notebook 1 x4, {db(sr, hr)}", "real 128x128",
-                     "20% observed", f"linear interp., {db(img(lin), x)}", f"notebook 4, mean of 4, {db(img(mean), x)}",
+                     "20% observed", f"linear interp., {db(img(lin), x)}", f"notebook 4, mean of 16, {db(img(mean), x)}",
                      "real tile"], size=1.9)
     fig.savefig(path, dpi=130, pil_kwargs={"quality": 85})
     return path
