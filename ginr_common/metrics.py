@@ -15,7 +15,13 @@ def psnr(pred, target):
 
 def masked_psnr(pred, target, mask):
     """Per-image PSNR (B,) over the pixels where ``mask`` (B, H*W) is True only."""
-    err = (pred.clamp(0, 1) - target).pow(2).mean(1).flatten(1)
+    return psnr_of_errors((pred.clamp(0, 1) - target).pow(2), mask)
+
+
+def psnr_of_errors(sq_err, mask):
+    """Per-image PSNR (B,) of squared errors (B, C, H, W), averaged over the channels and the
+    pixels where ``mask`` (B, H*W) is True (the mean floored at 1e-12)."""
+    err = sq_err.mean(1).flatten(1)
     mse = (err * mask).sum(1) / mask.sum(1).clamp_min(1)
     return -10 * torch.log10(mse.clamp_min(1e-12))
 

@@ -24,7 +24,7 @@ from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.data import resize, sparse_masks, take_rows
 from ginr_common.flow import coordinate_noise, flow_matching_loss
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
+from ginr_common.metrics import masked_psnr, psnr, psnr_of_errors, ssim, total_variation
 from ginr_common.tasks.base import Task, write_json
 from ginr_common.viz import sparse_figure, zero_shot_figure
 
@@ -42,13 +42,13 @@ class SparseFlowTask(Task):
         hr = images
         B, n = len(idx), math.prod(size)
         native = not cfg.sr_scales or float(torch.rand((), generator=g)) < NATIVE_SHARE
-        lr = resize(images, size) if images.shape[2:] != size else images
-        if cfg.sr_scales and native:   # a window of 1/w of the crop: inputs at the scales of the evaluation tiles
-            w = cfg.native_windows[int(torch.randint(len(cfg.native_windows), (), generator=g))]
-            win = [m // w for m in hr.shape[2:]]
-            start = [int(torch.randint(0, m - w + 1, (), generator=g)) for m, w in zip(hr.shape[2:], win)]
-            crop = hr[(slice(None), slice(None), *(slice(o, o + w) for o, w in zip(start, win)))]
-            lr = resize(crop, size) if crop.shape[2:] != size else crop
+        src = images
+        if cfg.sr_scales and native:   # a window of 1/r of the crop: inputs at the scales of the evaluation tiles
+            r = cfg.native_windows[int(torch.randint(len(cfg.native_windows), (), generator=g))]
+            win = [m // r for m in hr.shape[2:]]
+            start = [int(torch.randint(0, m - k + 1, (), generator=g)) for m, k in zip(hr.shape[2:], win)]
+            src = hr[(slice(None), slice(None), *(slice(o, o + k) for o, k in zip(start, win)))]
+        lr = resize(src, size) if src.shape[2:] != size else src
         ids = [step * cfg.batch_size + j for j in range(B)] if cfg.mask_redraw else idx
         obs, _ = sparse_masks(ids, n, mcfg.observe_frac, seed=cfg.seed + 1 if cfg.mask_redraw else EVAL_MASK_SEED)
         grid = make_grid(size).expand(B, -1, -1)
@@ -141,10 +141,7 @@ def mean_k_psnr(mean, std, images, mask, k, target_k):
     estimated from the mean and the (unbiased) spread of ``k`` samples, (B, C, H, W) each: with
     samples m + e_i (e_i independent, variance v), E|mean_k - x|^2 = |m - x|^2 + v / k, so
     |mean_k - x|^2 - (1/k - 1/target_k) std^2 is an unbiased estimate of the target's error."""
-    err = (mean - images).pow(2) - (1 / k - 1 / target_k) * std.pow(2)
-    err = err.mean(1).flatten(1)
-    mse = (err * mask).sum(1) / mask.sum(1).clamp_min(1)
-    return -10 * torch.log10(mse.clamp_min(1e-12))
+    return psnr_of_errors((mean - images).pow(2) - (1 / k - 1 / target_k) * std.pow(2), mask)
 
 
 def _scores(pred, images, unobserved, with_ssim):
