@@ -51,6 +51,8 @@ class TrainConfig:
                                 # (False: fixed per-image masks, a disjoint 20% supervised)
     native_windows: tuple = (1,)  # sparse_flow with sr_scales: the input of a step at s = 1 is a window of 1/w of
                                 # each HR crop (w drawn from these) resized to input_size; 1: the whole crop
+    estimate_steps: int = 0     # sparse_flow: the first estimate_steps of the steps train the grid refiner's
+                                # estimate alone (the guide + its correction at s = 1), then everything jointly
 
     def __post_init__(self):
         self.sr_scales = tuple(self.sr_scales)
@@ -59,6 +61,11 @@ class TrainConfig:
             raise ValueError(f"native_windows must be integers >= 1 (1: the whole crop), got {self.native_windows}")
         if self.sr_scales and (len(self.sr_scales) != 2 or not 1 <= self.sr_scales[0] <= self.sr_scales[1]):
             raise ValueError(f"sr_scales must be (low, high) with 1 <= low <= high, got {self.sr_scales}")
+        if not 0 <= self.estimate_steps < self.steps:
+            raise ValueError(f"estimate_steps must be in [0, steps={self.steps}), got {self.estimate_steps}")
+        if self.estimate_steps and not (isinstance(self.model, FlowConfig) and self.model.grid_blocks):
+            raise ValueError("estimate_steps > 0 trains the grid refiner alone: it needs the sparse_flow task and "
+                             "a FlowConfig with grid_blocks > 0")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema is the decay of the weights' moving average, in [0, 1) (0: off), got {self.ema}")
         if self.task not in TASK_NAMES:

@@ -285,12 +285,17 @@ class SparseFieldFlow(nn.Module):
         _, tok_idx, _ = self.lp.indices(tokens.shape[1])
         memory = {"coords": coords, "values": values, "tokens": enc[:, tok_idx]}
         if self.refiner is not None:
-            size = self.config.input_size
-            grid = make_grid(size).to(coords).expand(coords.shape[0], -1, -1)
-            guide = self.guide(memory, grid).transpose(1, 2).reshape(coords.shape[0], -1, *size)
-            mask, observed = rasterise(coords, values, size)
-            memory["grid"], memory["correction"] = self.refiner(torch.cat([guide, mask, observed], 1))
+            memory["grid"], memory["correction"] = self.refine(memory)
         return memory
+
+    def refine(self, memory):
+        """The grid refiner over the observations in ``memory`` (their coordinates and values in
+        [-1, 1]) -> (its feature map (B, grid_width, *S), its correction of the guide (B, C, *S))."""
+        coords, values, size = memory["coords"], memory["values"], self.config.input_size
+        grid = make_grid(size).to(coords).expand(coords.shape[0], -1, -1)
+        guide = self.guide(memory, grid).transpose(1, 2).reshape(coords.shape[0], -1, *size)
+        mask, observed = rasterise(coords, values, size)
+        return self.refiner(torch.cat([guide, mask, observed], 1))
 
     # ------------------------------------------------------------------ 2. condition the queries
     def guide(self, memory, query_coords):
@@ -391,9 +396,18 @@ class SparseFieldFlow(nn.Module):
 
     def forward(self, obs_coords, obs_values, query_coords, cell, z, t, targets):
         """Training pass: (F, its target (x1 - mu - c_skip (x_t - mu)) / c_out, mu, x1), values
-        in [-1, 1]."""
-        cond, mu, _ = self.condition(self.encode(obs_coords, obs_values), query_coords, cell)
+        in [-1, 1]. With ``t`` None, the grid refiner's estimate alone (the guide and its
+        correction, without the observation encoder and the flow): (None, None, that estimate, x1)."""
         x1 = 2 * targets - 1
+        if t is None:
+            if self.refiner is None:
+                raise ValueError("the refiner's estimate alone (t=None) needs grid_blocks > 0")
+            memory = {"coords": self._check(obs_coords, obs_values, "obs_coords"),
+                      "values": 2 * as_unit_range(obs_values, "obs_values", x1.dtype) - 1}
+            query_coords = self._check(query_coords, what="query_coords")
+            _, correction = self.refine(memory)
+            return None, None, self.guide(memory, query_coords) + read_grid(correction, query_coords), x1
+        cond, mu, _ = self.condition(self.encode(obs_coords, obs_values), query_coords, cell)
         t = t.to(x1.dtype)
         t_ = t[:, None, None]
         m = mu.detach()
@@ -464,10 +478,13 @@ def flow_matching_loss(model, batch, mu_weight=1.0):
     output F against (x1 - mu - c_skip (x_t - mu)) / c_out (the flow-matching loss on the
     velocity, weighted per time so every t carries equal weight), plus ``mu_weight`` x the MSE of
     the one-shot estimate mu in units of the residual's spread (divided by residual_std^2). ``model`` is the module to call (DDP-wrapped or not); ``batch``
-    holds obs_coords, obs_values, query_coords, cell, z, t, targets. Returns (loss, mu in [0, 1]
-    for a progress PSNR)."""
+    holds obs_coords, obs_values, query_coords, cell, z, t, targets; a batch without t and z trains
+    the grid refiner's estimate alone (the estimate's term only). Returns (loss, mu in [0, 1] for
+    a progress PSNR)."""
     out, target, mu, x1 = model(batch["obs_coords"], batch["obs_values"], batch["query_coords"], batch["cell"],
-                                batch["z"], batch["t"], batch["targets"])
+                                batch.get("z"), batch.get("t"), batch["targets"])
     r = getattr(model, "module", model).config.residual_std
-    loss = F.mse_loss(out, target) + mu_weight * F.mse_loss(mu, x1) / r ** 2
+    loss = mu_weight * F.mse_loss(mu, x1) / r ** 2
+    if out is not None:
+        loss = loss + F.mse_loss(out, target)
     return loss, ((mu.detach() + 1) / 2).clamp(0, 1)

@@ -117,7 +117,9 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     elif last.exists() and not fresh:
         raise ValueError(f"{out} already holds a run: resume it (resume=True, --resume) or overwrite it "
                          "(fresh=True, --fresh)")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # the refiner's estimate alone (estimate_steps) leaves the other parameters without gradient
+    unused = bool(getattr(cfg, "estimate_steps", 0))
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model.name, disable=rank != 0 or not progress,

@@ -1,6 +1,7 @@
 """Flow matching: the bridge objective, both samplers against an analytic flow, the space-filling
 curves, the noise field, the joint velocity, masks, known-pixel holding, checkpoints and a smoke
 training run."""
+import copy
 import math
 
 import pytest
@@ -431,3 +432,57 @@ def test_native_steps_read_windows_of_the_crops(seed):
     assert sparse_flow.NATIVE_SHARE == 0.5
     with pytest.raises(ValueError, match="native_windows must be integers >= 1"):
         type(cfg)(task="sparse_flow", model=cfg.model, native_windows=(0,))
+
+
+def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, seed):
+    """estimate_steps: the first steps' batches have no time or noise and observe the input grid
+    (s = 1); their loss is mu_weight |guide + correction - x1|^2 / r^2 (recomputed in float64),
+    only the refiner gets gradient and fit leaves every other parameter untouched until the joint
+    steps begin; bad settings are named."""
+    from ginr_common.data import ImageTensorDataset
+    from ginr_common.tasks import make_task
+    cfg = get_config("flow_sparse", "smoke")
+    cfg.steps, cfg.estimate_steps, cfg.val_every, cfg.ckpt_every, cfg.batch_size, cfg.seed = 4, 3, 4, 4, 2, seed
+    g = torch.Generator().manual_seed(seed)
+    data = ImageTensorDataset(torch.randint(0, 256, (4, 3, 128, 128), generator=g, dtype=torch.uint8))
+    long = copy.deepcopy(cfg)
+    long.steps, long.estimate_steps = 40, 30
+    assert all(make_task(long).batch(data, step)["cell"].max() == 1 / 32 for step in range(30))   # all at s = 1
+    task = make_task(cfg)
+    for step in range(3):
+        b = task.batch(data, step)
+        assert "t" not in b and "z" not in b and b["query_coords"].shape[1] == 1024
+        assert torch.equal(b["cell"], torch.full_like(b["cell"], 1 / 32)), "an estimate step at s > 1"
+    assert "t" in task.batch(data, 3)
+    b = task.batch(data, 0)
+    model = SparseFieldFlow(cfg.model).double()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.refiner.out.weight, std=0.1)
+    b = {k: v.double() for k, v in b.items()}
+    loss, _ = flow_matching_loss(model, b, mu_weight=0.7)
+    mem = {"coords": b["obs_coords"], "values": 2 * b["obs_values"] - 1}
+    _, correction = model.refiner(torch.cat([
+        model.guide(mem, make_grid((32, 32)).double().expand(2, -1, -1)).transpose(1, 2).reshape(2, 3, 32, 32),
+        *rasterise(b["obs_coords"], 2 * b["obs_values"] - 1, (32, 32))], 1))
+    mu = model.guide(mem, b["query_coords"]) + correction.flatten(2).transpose(1, 2)   # the queries are the grid
+    r = model.config.residual_std
+    assert torch.allclose(loss, 0.7 * ((mu - (2 * b["targets"] - 1)) ** 2).mean() / r ** 2)
+    loss.backward()
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None} == {"refiner"}
+    torch.manual_seed(cfg.seed)                       # fit's initial weights
+    init = SparseFieldFlow(cfg.model).state_dict()
+    saved = {}
+    cfg.ckpt_every = 1
+    tiles = ImageTensorDataset(torch.randint(0, 256, (2, 3, 32, 32), generator=g, dtype=torch.uint8))
+    fit(cfg, datasets={"train": tiles, "train_hr": data, "val": tiles, "test": tiles}, out=tmp_path, progress=False,
+        on_step=lambda step, rec: saved.update({step: load_checkpoint(tmp_path / "last.pt")[0].state_dict()}))
+    moved = lambda step: {n.split(".")[0] for n, v in saved[step].items() if not torch.equal(v, init[n])}  # noqa: E731
+    assert moved(3) == {"refiner"}
+    assert {"stack", "read", "mixer", "head", "refiner"} <= moved(4)
+    with pytest.raises(ValueError, match="needs the sparse_flow task and a FlowConfig with grid_blocks > 0"):
+        type(cfg)(task="sparse_flow", model=FlowConfig(grid_blocks=0), steps=10, estimate_steps=2)
+    with pytest.raises(ValueError, match=r"estimate_steps must be in \[0, steps=10\)"):
+        type(cfg)(task="sparse_flow", model=cfg.model, steps=10, estimate_steps=10)
+    with pytest.raises(ValueError, match="needs grid_blocks > 0"):
+        SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL))(*(b[k].float() for k in (
+            "obs_coords", "obs_values", "query_coords", "cell")), None, None, b["targets"].float())

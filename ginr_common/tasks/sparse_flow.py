@@ -2,7 +2,8 @@
 learn the flow that carries (the model's estimate + noise) to the field, at any resolution.
 
 Batch (a pure function of the step): high-resolution training crops and a render scale s (1 on
-NATIVE_SHARE of the steps, else s ~ U(cfg.sr_scales)). The input: at s = 1 a window of 1/w of
+NATIVE_SHARE of the steps and on the first ``estimate_steps``, which train the grid refiner's
+estimate alone and have no time or noise, else s ~ U(cfg.sr_scales)). The input: at s = 1 a window of 1/w of
 each crop (w drawn from cfg.native_windows, so the inputs span the scales of the evaluation
 tiles), else the whole crop, antialiased down to the model's input size, with a fresh random mask
 observing ``observe_frac`` of its pixels. The queries: at s = 1 the input grid, else a window of
@@ -41,7 +42,7 @@ class SparseFlowTask(Task):
         size = mcfg.input_size
         hr = images
         B, n = len(idx), math.prod(size)
-        native = not cfg.sr_scales or float(torch.rand((), generator=g)) < NATIVE_SHARE
+        native = not cfg.sr_scales or float(torch.rand((), generator=g)) < NATIVE_SHARE or step < cfg.estimate_steps
         src = images
         if cfg.sr_scales and native:   # a window of 1/r of the crop: inputs at the scales of the evaluation tiles
             r = cfg.native_windows[int(torch.randint(len(cfg.native_windows), (), generator=g))]
@@ -66,10 +67,12 @@ class SparseFlowTask(Task):
         queries = full[sl].reshape(-1, len(S)).expand(B, -1, -1)
         targets = target_img[(slice(None), slice(None), *sl)].flatten(2).transpose(1, 2)
         values = lr.flatten(2).transpose(1, 2)
-        return {"obs_coords": take_rows(grid, obs), "obs_values": take_rows(values, obs),
-                "query_coords": queries, "targets": targets,
-                "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1),
-                "t": torch.rand(B, generator=g),
+        out = {"obs_coords": take_rows(grid, obs), "obs_values": take_rows(values, obs),
+               "query_coords": queries, "targets": targets,
+               "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1)}
+        if step < cfg.estimate_steps:     # no time, no noise: the refiner's estimate alone
+            return out
+        return {**out, "t": torch.rand(B, generator=g),
                 "z": coordinate_noise(queries, size, mcfg.in_channels, g, mcfg.noise_length, mcfg.noise_features)}
 
     def loss(self, net, batch):
