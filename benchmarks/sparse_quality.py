@@ -36,16 +36,26 @@ def _model(**kw):
     return lambda c: setattr(c, "model", dataclasses.replace(c.model, **kw))
 
 
+def _joint_only(c):
+    c.steps, c.estimate_steps = c.steps - c.estimate_steps, 0
+
+
+def _joint_model(**kw):   # no refiner: no estimate stage either
+    return lambda c: (_model(**kw)(c), _joint_only(c))
+
+
 VARIANTS = {   # name: (change, what it tests)
-    "flow": (None, "notebook 4: linear guide, grid refiner, bridge from the estimate, joint BiMamba mixer over the "
-                   "queries"),
-    "flow/no-refiner": (_model(grid_blocks=0), "no grid refiner: the estimate corrects the guide from each query's "
-                        "8 nearest observations only"),
+    "flow": (None, "notebook 4: linear guide, grid refiner (trained alone first), bridge from the estimate, joint "
+                   "BiMamba mixer over the queries"),
+    "flow/joint-only": (_joint_only, "no estimate stage: the same joint steps, the refiner trained with everything "
+                        "else from the start"),
+    "flow/no-refiner": (_joint_model(grid_blocks=0), "no grid refiner (and so no estimate stage): the estimate "
+                        "corrects the guide from each query's 8 nearest observations only"),
     "flow/normconv-guide": (_model(guide="normconv"), "the guide is the normalised convolution of the observations "
                             "(not their linear interpolation)"),
     "flow/mu1": (_model(mu_weight=1.0), "the estimate's loss weighted 1 (not 4)"),
-    "flow/previous": (_model(guide="normconv", grid_blocks=0, mu_weight=1.0),
-                      "the previous design: normalised-convolution guide, no grid refiner, estimate's loss weight 1"),
+    "flow/previous": (_joint_model(guide="normconv", grid_blocks=0, mu_weight=1.0),
+                      "an earlier design: normalised-convolution guide, no grid refiner, estimate's loss weight 1"),
     "flow/no-mixer": (_model(mixer_depth=0), "no mixing of the queries: each query's velocity on its own"),
     "flow/noise-0.6": (_model(noise_scale=0.6), "four times the bridge's starting noise"),
     "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 downsamples of the crops only "

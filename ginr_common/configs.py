@@ -162,26 +162,27 @@ PROFILES = {
             steps=28_120, batch_size=64, lr=5e-4, warmup_steps=3_515, val_every=703, ckpt_every=703, augment=True,
             sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
-    # notebook 4: flow matching from 20% of the pixels; the cpu profile's 600 steps take about 12 minutes
+    # notebook 4: flow matching from 20% of the pixels; the cpu profile's 850 steps (400 of them the grid
+    # refiner's estimate alone) take about 13 minutes
     "flow_sparse": {
         "smoke": TrainConfig(
             task="sparse_flow",
             model=FlowConfig(name="flow_sparse", dim=32, depth=1, num_lp=16, d_state=8, hidden=32, mixer_depth=1,
                              noise_features=64, guide="linear", grid_blocks=2, grid_width=16, mu_weight=4.0),
             steps=20, batch_size=8, lr=1e-3, warmup_steps=4, val_every=10, ckpt_every=10, sr_scales=(1.0, 4.0),
-            native_windows=(1, 2, 4)),
+            native_windows=(1, 2, 4), estimate_steps=5),
         "cpu": TrainConfig(
             task="sparse_flow",
             model=FlowConfig(name="flow_sparse", dim=64, depth=2, num_lp=32, d_state=16, hidden=64, mixer_depth=2,
                              guide="linear", grid_blocks=6, grid_width=64, mu_weight=4.0),
-            steps=600, batch_size=16, lr=1e-3, warmup_steps=50, val_every=150, ckpt_every=50, augment=True,
-            sr_scales=(1.0, 4.0), native_windows=(1, 2, 4)),
+            steps=850, batch_size=16, lr=1e-3, warmup_steps=50, val_every=150, ckpt_every=50, augment=True,
+            sr_scales=(1.0, 4.0), native_windows=(1, 2, 4), estimate_steps=400),
         "full": TrainConfig(
             task="sparse_flow",
             model=FlowConfig(name="flow_sparse", dim=256, depth=6, num_lp=128, d_state=16, hidden=256, mixer_depth=4,
                              guide="linear", grid_blocks=12, grid_width=128, mu_weight=4.0),
             steps=70_300, batch_size=64, lr=1e-4, warmup_steps=3_515, val_every=703, ckpt_every=703,
-            sr_scales=(1.0, 4.0), native_windows=(1, 2, 4)),
+            sr_scales=(1.0, 4.0), native_windows=(1, 2, 4), estimate_steps=7_030),
     },
 }
 

@@ -155,7 +155,8 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         record = {"step": step, "loss": loss.item(), "train_psnr": float(train_psnr), "lr": sched.get_last_lr()[0]}
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.2e}", psnr=f"{record['train_psnr']:.2f}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        # validated from the end of the estimate stage on (the flow is untrained before it)
+        if (step % cfg.val_every == 0 and step > cfg.estimate_steps) or step == cfg.steps:
             record["val_psnr"] = task.validate(evaluated, datasets)
             bar.write(f"step {step}: val PSNR {record['val_psnr']:.2f} dB")
         state["history"].append(record)

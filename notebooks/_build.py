@@ -201,7 +201,7 @@ FLOW_TRAIN = """if TRAIN:
     print(viz.sparse_summary(mine))
 else:
     print("Set TRAIN = True in the first cell (or GINR_TRAIN=1) to train this model from scratch: "
-          "about 12 minutes on 2 CPU cores with the cpu profile.")"""
+          "about 13 minutes on 2 CPU cores with the cpu profile.")"""
 
 
 def flow_notebook():
@@ -220,7 +220,9 @@ def flow_notebook():
                 "noise z is a Gaussian-process field of the coordinate, so renders at different sizes are samples of "
                 "one field. Training draws fresh masks on 32x32 downsamples of high-resolution crops (whole, or a half or "
                 "quarter of one, so the inputs span the scales of the test tiles) and supervises the input or a "
-                "window of the crop at a random scale x1-x4, so rendering above 32x32 is learned."),
+                "window of the crop at a random scale x1-x4, so rendering above 32x32 is learned. The first steps "
+                "train the grid refiner's estimate alone (guide plus correction, a few times cheaper than a joint "
+                "step), so the flow starts from an estimate that already beats the guide."),
              code(FLOW_SETUP),
              md("## The model and the observations"), code(FLOW_SHIPPED),
              md("## Results on held-out photographs\nPSNR on the whole tile and on the unobserved pixels, SSIM, and "
