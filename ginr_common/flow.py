@@ -477,10 +477,10 @@ def flow_matching_loss(model, batch, mu_weight=1.0):
     """Bridge flow matching in the preconditioned x1-prediction form: the MSE of the network's
     output F against (x1 - mu - c_skip (x_t - mu)) / c_out (the flow-matching loss on the
     velocity, weighted per time so every t carries equal weight), plus ``mu_weight`` x the MSE of
-    the one-shot estimate mu in units of the residual's spread (divided by residual_std^2). ``model`` is the module to call (DDP-wrapped or not); ``batch``
-    holds obs_coords, obs_values, query_coords, cell, z, t, targets; a batch without t and z trains
-    the grid refiner's estimate alone (the estimate's term only). Returns (loss, mu in [0, 1] for
-    a progress PSNR)."""
+    the one-shot estimate mu in units of the residual's spread (divided by residual_std^2).
+    ``model`` is the module to call (DDP-wrapped or not); ``batch`` holds obs_coords, obs_values,
+    query_coords, cell, z, t, targets; a batch without t and z trains the grid refiner's estimate
+    alone (the estimate's term only). Returns (loss, mu in [0, 1] for a progress PSNR)."""
     out, target, mu, x1 = model(batch["obs_coords"], batch["obs_values"], batch["query_coords"], batch["cell"],
                                 batch.get("z"), batch.get("t"), batch["targets"])
     r = getattr(model, "module", model).config.residual_std

@@ -118,7 +118,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         raise ValueError(f"{out} already holds a run: resume it (resume=True, --resume) or overwrite it "
                          "(fresh=True, --fresh)")
     # the refiner's estimate alone (estimate_steps) leaves the other parameters without gradient
-    unused = bool(getattr(cfg, "estimate_steps", 0))
+    unused = cfg.estimate_steps > 0
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
