@@ -17,6 +17,7 @@ states are restored) and refuses, naming the differing fields, when anything dif
 ``--fresh`` starts over in a folder that already holds a run.
 """
 import argparse
+import dataclasses
 import math
 import os
 import time
@@ -80,6 +81,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     ``resume``: continue the run in ``out`` (refused if its config or data differ); ``fresh``:
     overwrite a run already in ``out``; ``on_step(step, record)`` after every step (e.g.
     ``viz.LiveCurves``)."""
+    cfg = dataclasses.replace(cfg)     # a copy, validated again: settings may have been edited since
     rank, world, device = setup_distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes {world}")
@@ -209,12 +211,14 @@ def main(argv=None):
     run.add_argument("--resume", action="store_true", help="continue the run in --out (refused if anything differs)")
     run.add_argument("--fresh", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--out", default=None, help="run folder (default checkpoints/<config>-<hash of the settings>)")
-    p.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="override the profile's number of steps (an estimate stage keeps its share)")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     a = p.parse_args(argv)
     cfg = get_config(a.config, a.profile or default_profile())
-    if a.steps:
+    if a.steps:   # the estimate stage (sparse_flow) keeps its share of the steps
+        cfg.estimate_steps = cfg.estimate_steps * a.steps // cfg.steps
         cfg.steps = a.steps
     if a.seed is not None:
         cfg.seed = a.seed

@@ -2,6 +2,7 @@
 curves, the noise field, the joint velocity, masks, known-pixel holding, checkpoints and a smoke
 training run."""
 import copy
+import json
 import math
 
 import pytest
@@ -434,7 +435,7 @@ def test_native_steps_read_windows_of_the_crops(seed):
         type(cfg)(task="sparse_flow", model=cfg.model, native_windows=(0,))
 
 
-def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, seed):
+def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
     """estimate_steps: the first steps' batches have no time or noise and observe the input grid
     (s = 1); their loss is mu_weight |guide + correction - x1|^2 / r^2 (recomputed in float64),
     only the refiner gets gradient and fit leaves every other parameter untouched until the joint
@@ -479,6 +480,16 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, seed):
     moved = lambda step: {n.split(".")[0] for n, v in saved[step].items() if not torch.equal(v, init[n])}  # noqa: E731
     assert moved(3) == {"refiner"}
     assert {"stack", "read", "mixer", "head", "refiner"} <= moved(4)
+    edited = copy.deepcopy(cfg)
+    edited.estimate_steps = edited.steps       # edited after construction: fit validates again
+    with pytest.raises(ValueError, match=r"estimate_steps must be in \[0, steps=4\)"):
+        fit(edited, datasets={"train": tiles, "train_hr": data, "val": tiles, "test": tiles}, out=tmp_path / "x",
+            progress=False)
+    from ginr_common.train import main
+    capsys.readouterr()
+    main(["--config", "flow_sparse", "--profile", "cpu", "--steps", "85", "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["steps"], printed["estimate_steps"]) == (85, 40)     # the stage keeps its share (400 of 850)
     with pytest.raises(ValueError, match="needs the sparse_flow task and a FlowConfig with grid_blocks > 0"):
         type(cfg)(task="sparse_flow", model=FlowConfig(grid_blocks=0), steps=10, estimate_steps=2)
     with pytest.raises(ValueError, match=r"estimate_steps must be in \[0, steps=10\)"):
