@@ -269,15 +269,19 @@ class SparseFieldFlow(nn.Module):
                              f"{tuple(values.shape)}")
         return as_coords(coords, d, what, self.obs_embed.weight.dtype)
 
+    def _observations(self, obs_coords, obs_values):
+        """Checked observations: (coordinates (B, N, d), values (B, N, C) in [-1, 1])."""
+        obs_coords = self._check(obs_coords, obs_values, "obs_coords")
+        return obs_coords, 2 * as_unit_range(obs_values, "obs_values", obs_coords.dtype) - 1
+
     # ------------------------------------------------------------------ 1. encode the observations
     def encode(self, obs_coords, obs_values):
         """Observations (B, N, d) coordinates and (B, N, C) values in [0, 1] -> memory: a dict of
         their coordinates, values in [-1, 1] and encoded tokens (B, N, dim)."""
-        obs_coords = self._check(obs_coords, obs_values, "obs_coords")
+        obs_coords, values = self._observations(obs_coords, obs_values)
         if obs_coords.shape[1] < self.config.neighbours:
             raise ValueError(f"need at least neighbours={self.config.neighbours} observations, got "
                              f"{obs_coords.shape[1]}")
-        values = 2 * as_unit_range(obs_values, "obs_values", obs_coords.dtype) - 1
         order = curve_index(obs_coords).argsort(dim=1)
         coords, values = _rows(obs_coords, order), _rows(values, order)
         tokens = self.obs_embed(torch.cat([self.ff(coords), values], -1))
@@ -402,8 +406,8 @@ class SparseFieldFlow(nn.Module):
         if t is None:
             if self.refiner is None:
                 raise ValueError("the refiner's estimate alone (t=None) needs grid_blocks > 0")
-            memory = {"coords": self._check(obs_coords, obs_values, "obs_coords"),
-                      "values": 2 * as_unit_range(obs_values, "obs_values", x1.dtype) - 1}
+            coords, values = self._observations(obs_coords, obs_values)
+            memory = {"coords": coords, "values": values}
             query_coords = self._check(query_coords, what="query_coords")
             _, correction = self.refine(memory)
             return None, None, self.guide(memory, query_coords) + read_grid(correction, query_coords), x1
@@ -445,10 +449,10 @@ class SparseFieldFlow(nn.Module):
         x0 = mu + self.config.noise_scale * self.noise(query_coords, generator)
         known = None
         if hold_known:
-            oc = self._check(obs_coords, what="obs_coords")
+            oc, ov = self._observations(obs_coords, obs_values)
             dist, j = torch.cdist(query_coords, oc).min(-1)
             known = dist < 1e-6
-            x1_known = _rows(2 * as_unit_range(obs_values, "obs_values", x0.dtype) - 1, j)
+            x1_known = _rows(ov.to(x0.dtype), j)
         x, dt = x0, 1.0 / steps
 
         def hold(x, t):
