@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ginr_common.baselines import interpolate_sparse
 from ginr_common.fourier import FourierFeatures, make_grid
@@ -434,10 +435,12 @@ class SparseFieldFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="euler", generator=None,
-               hold_known=False, cell=None):
-        """Integrate dx/dt = v from t=0 (x0 = mu + noise) to 1 -> values (B, Q, C) in [0, 1] at
-        query_coords (any coordinates). ``hold_known``: queries at observed coordinates follow
-        the straight path to their observed value at every step and end exactly on it."""
+               hold_known=False, cell=None, z=None):
+        """Integrate dx/dt = v from t=0 (x0 = mu + noise_scale * z) to 1 -> values (B, Q, C) in
+        [0, 1] at query_coords (any coordinates). ``z``: the noise field at the queries (B, Q, C)
+        (default: drawn with ``generator``, see ``noise``). ``hold_known``: queries at observed
+        coordinates follow the straight path to their observed value at every step and end
+        exactly on it."""
         if solver not in ("euler", "heun"):
             raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
         if steps < 1:
@@ -446,7 +449,11 @@ class SparseFieldFlow(nn.Module):
         memory = self.encode(obs_coords, obs_values)         # once per sample, not per step
         cond, mu, _ = self.condition(memory, query_coords, cell)
         orders = curve_orders(query_coords, self.config.mixer_depth)
-        x0 = mu + self.config.noise_scale * self.noise(query_coords, generator)
+        if z is None:
+            z = self.noise(query_coords, generator)
+        elif z.shape != mu.shape:
+            raise ValueError(f"z must be the noise at the queries, {tuple(mu.shape)}, got {tuple(z.shape)}")
+        x0 = mu + self.config.noise_scale * z.to(mu)
         known = None
         if hold_known:
             oc, ov = self._observations(obs_coords, obs_values)
@@ -470,10 +477,26 @@ class SparseFieldFlow(nn.Module):
         return ((x + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
-    def posterior(self, obs_coords, obs_values, query_coords, k=16, generator=None, **kw):
-        """(mean, std) over k samples, each (B, Q, C); std is zero for k = 1."""
-        xs = torch.stack([self.sample(obs_coords, obs_values, query_coords, generator=generator, **kw)
-                          for _ in range(k)])
+    def samples(self, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, progress=False,
+                **kw):
+        """k samples (k, B, Q, C). ``antithetic``: in pairs with the noise fields z and -z (-z is as
+        likely as z), so every sample is still a draw of the model while a pair's mean cancels
+        the part of the samples that is odd in the noise: the mean of k samples is a
+        lower-variance estimate of the model's posterior mean than k independent draws give.
+        ``progress``: a progress bar over the samples; ``kw``: options of ``sample``."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        query_coords = self._check(query_coords, what="query_coords")
+        out, z = [], None
+        for i in tqdm(range(k), desc="samples", disable=not progress, leave=False):
+            z = -z if antithetic and i % 2 else self.noise(query_coords, generator)
+            out.append(self.sample(obs_coords, obs_values, query_coords, z=z, **kw))
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def posterior(self, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, **kw):
+        """(mean, std) over k samples (``samples``), each (B, Q, C); std is zero for k = 1."""
+        xs = self.samples(obs_coords, obs_values, query_coords, k, generator, antithetic, **kw)
         return xs.mean(0), (xs.std(0) if k > 1 else torch.zeros_like(xs[0]))
 
 

@@ -35,13 +35,14 @@ CHECK_TILES = 8          # flow models: test tiles of the quick check
 def check(model, datasets):
     """The quick evaluation stored in a manifest and repeated by the tests: reconstruction models,
     PSNR on the whole test split; flow models, PSNR on the unobserved pixels of ``CHECK_TILES``
-    test tiles (the estimate, one sample and the mean of 4, Euler 8 steps, seed 0)."""
+    test tiles (the estimate, one sample and the mean of 4 in antithetic pairs, Euler 8 steps, seed 0)."""
     test = datasets["test"]
     if hasattr(model, "sample"):
         pick = torch.linspace(0, len(test) - 1, CHECK_TILES).long()
         images = torch.stack([test[int(i)][0] for i in pick])
         r = evaluate_sparse(model, images, ks=(1, 4), steps=8)
-        return {"protocol": f"sparse: {CHECK_TILES} test tiles, Euler 8 steps, seed 0, PSNR on unobserved pixels",
+        return {"protocol": f"sparse: {CHECK_TILES} test tiles, Euler 8 steps, seed 0, antithetic pairs, PSNR on "
+                            "unobserved pixels",
                 "psnr": {k: r[k]["psnr_unobserved"] for k in ("estimate", "sample", "mean_4")}}
     return {"protocol": "reconstruction of the test split at 32x32",
             "psnr": {"test": evaluate_reconstruction(model, test, with_ssim=False)["psnr"]}}

@@ -223,15 +223,19 @@ def sparse_summary(results):
             lines.append(f"| {name} | {mode} | {r['psnr']:.2f} | {r['psnr_unobserved']:.2f} | {r.get('ssim', float('nan')):.3f} "
                          f"| {r['tv_ratio']:.2f} |")
     lin = free["linear"]["psnr_unobserved"]
-    means = sorted((k for k in free if k.startswith("mean_")), key=lambda k: int(k.split("_")[1]))
+    means = sorted((k for k in free if k.startswith("mean_") and k.count("_") == 1), key=lambda k: int(k[5:]))
     best = means[-1] if means else "sample"
     d, d1 = free[best]["psnr_unobserved"] - lin, free["sample"]["psnr_unobserved"] - lin
     tv = free["sample"]["tv_ratio"]
     words = [f"On the unobserved pixels the {best.replace('_', ' of ')} samples is {abs(d):.2f} dB "
              f"{'above' if d > 0 else 'below'} linear interpolation, one sample {abs(d1):.2f} dB "
-             f"{'above' if d1 > 0 else 'below'} it.",
-             f"One sample's total variation is {tv:.2f}x the truth's "
-             f"({'speckled' if tv > 1.25 else 'smoother than the truth' if tv < 0.8 else 'about as textured as the truth'})."]
+             f"{'above' if d1 > 0 else 'below'} it."]
+    if f"{best}_independent" in free:
+        di = free[f"{best}_independent"]["psnr_unobserved"] - lin
+        words.append(f"(The samples are drawn in antithetic pairs; the {best.replace('_', ' of ')} independent "
+                     f"draws is {abs(di):.2f} dB {'above' if di > 0 else 'below'} linear.)")
+    texture = "speckled" if tv > 1.25 else "smoother than the truth" if tv < 0.8 else "about as textured as the truth"
+    words.append(f"One sample's total variation is {tv:.2f}x the truth's ({texture}).")
     for s, r in results.get("zero_shot", {}).items():
         mk = next(k for k in r if k.startswith("mean_"))
         dz = r[mk]["psnr"] - r["linear+bicubic"]["psnr"]

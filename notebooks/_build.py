@@ -229,7 +229,10 @@ def flow_notebook():
                 "a sample's total variation against the truth's (above 1: speckle; below 1: blur), for the model's "
                 "one-shot estimate, one sample, the means of 4 and K samples, free or holding the observed pixels on "
                 "their values; nearest and linear interpolation (scipy's griddata) on the same observations. The "
-                "sentences under the table are read from the numbers."),
+                "samples are drawn in antithetic pairs (noise z, then -z, which is as likely): every sample is a "
+                "draw of the model, and a pair's mean cancels what is odd in the noise, so the mean of K estimates "
+                "the posterior mean with less variance; the row `mean_K_independent` is the mean of K independent "
+                "draws. The sentences under the table are read from the numbers."),
              code(FLOW_RESULTS), code(FLOW_FIG),
              md("## Zero-shot renders and one field at several resolutions"), code(FLOW_ZERO), code(FLOW_ONE_FIELD),
              md("## Train from scratch"), code(FLOW_TRAIN)]

@@ -11,8 +11,9 @@ at most input_size pixels of the crop resized to input_size * s (their targets a
 the noise field at the queries and the times. With sr_scales=None the queries are the input-size
 image itself.
 
-Validation: PSNR on the unobserved pixels of the mean of 16 eight-step samples on 32 validation
-tiles, estimated without bias from 4 samples (``mean_k_psnr``). Evaluation: see ``SparseFlowTask.evaluate``.
+Validation: PSNR on the unobserved pixels of the mean of 4 eight-step samples (two antithetic
+pairs, see ``SparseFieldFlow.samples``) on 32 validation tiles. Evaluation: see
+``SparseFlowTask.evaluate``.
 """
 import math
 import time
@@ -25,7 +26,7 @@ from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.data import resize, sparse_masks, take_rows
 from ginr_common.flow import coordinate_noise, flow_matching_loss
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import masked_psnr, psnr, psnr_of_errors, ssim, total_variation
+from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
 from ginr_common.tasks.base import Task, write_json
 from ginr_common.viz import sparse_figure, zero_shot_figure
 
@@ -83,15 +84,14 @@ class SparseFlowTask(Task):
         val = datasets["val"]
         pick = torch.linspace(0, len(val) - 1, min(32, len(val))).long()
         images = torch.stack([val[int(i)][0] for i in pick])
-        r = evaluate_sparse(model, images, ks=(4,), steps=8, with_ssim=False)["images"]
-        _, _, _, unobserved = observe(images, model.config.observe_frac)
-        return float(mean_k_psnr(r["mean_4"], r["std"], images, unobserved, k=4, target_k=16).mean())
+        return evaluate_sparse(model, images, ks=(4,), steps=8)["mean_4"]["psnr_unobserved"]
 
     def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, n_images=32, k=16, steps=8,
                  solver="euler", sizes=(64, 96, 128), n_hr=8, k_hr=4):
-        """At the input size, on ``n_images`` test tiles spread over the test split: the guide,
-        the model's estimate, one sample and the means of 4 and ``k`` samples (free and holding
-        the observed pixels), nearest and linear interpolation; zero-shot at ``sizes`` on ``n_hr``
+        """At the input size, on ``n_images`` test tiles spread over the test split: the model's
+        estimate, one sample and the means of 4 and ``k`` samples in antithetic pairs (free and
+        holding the observed pixels; free also the mean of ``k`` independent draws), nearest and
+        linear interpolation; zero-shot at ``sizes`` on ``n_hr``
         HR test crops ``sr_pairs`` (mean of ``k_hr`` samples against linear + bicubic). Writes
         eval.json, sparse.png and zero_shot.png; returns the results (predictions kept in
         ``self.figures``)."""
@@ -106,6 +106,9 @@ class SparseFlowTask(Task):
                                 with_ssim=True, progress=progress)
             preds[hold] = r.pop("images")
             results["hold_known" if hold else "free"] = r
+        iid = evaluate_sparse(model, images, ks=(k,), steps=steps, solver=solver, antithetic=False, with_ssim=True,
+                              progress=progress)
+        results["free"][f"mean_{k}_independent"] = iid[f"mean_{k}"]   # the same k, independent draws
         self.figures = {"sparse": preds[False], "truth": images}
         c = model.config
         fig = sparse_figure(preds[False], images, n=4, title=f"{c.name}: {c.observe_frac:.0%} of each held-out tile "
@@ -118,8 +121,8 @@ class SparseFlowTask(Task):
             results["zero_shot"], renders = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes, k=k_hr,
                                                                       steps=steps, solver=solver)
             results["zero_shot_note"] = (f"{len(pick)} HR test crops; {c.observe_frac:.0%} of the {lr.shape[-1]}x"
-                                         f"{lr.shape[-1]} downsample observed; model: mean of {k_hr} samples; "
-                                         "baseline: bicubic upsampling of the linear interpolation")
+                                         f"{lr.shape[-1]} downsample observed; model: mean of {k_hr} samples "
+                                         "(antithetic pairs); baseline: bicubic upsampling of the linear interpolation")
             self.figures["zero_shot"] = renders
             fig = zero_shot_figure(renders, title=f"{c.name}: zero-shot renders (mean of {k_hr}) of held-out crops")
             fig.savefig(out / "zero_shot.png", dpi=150)
@@ -139,14 +142,6 @@ def observe(images, frac, seed=EVAL_MASK_SEED):
     return take_rows(grid, obs), take_rows(values, obs), grid, unobserved
 
 
-def mean_k_psnr(mean, std, images, mask, k, target_k):
-    """Per-image PSNR (B,) over ``mask`` (B, H*W) that the mean of ``target_k`` samples would get,
-    estimated from the mean and the (unbiased) spread of ``k`` samples, (B, C, H, W) each: with
-    samples m + e_i (e_i independent, variance v), E|mean_k - x|^2 = |m - x|^2 + v / k, so
-    |mean_k - x|^2 - (1/k - 1/target_k) std^2 is an unbiased estimate of the target's error."""
-    return psnr_of_errors((mean - images).pow(2) - (1 / k - 1 / target_k) * std.pow(2), mask)
-
-
 def _scores(pred, images, unobserved, with_ssim):
     out = {"psnr": float(psnr(pred, images).mean()),
            "psnr_unobserved": float(masked_psnr(pred, images, unobserved).mean()),
@@ -158,27 +153,27 @@ def _scores(pred, images, unobserved, with_ssim):
 
 @torch.no_grad()
 def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="euler", hold_known=False, seed=0,
-                    baselines=False, with_ssim=False, batch_size=32, progress=False):
+                    baselines=False, with_ssim=False, batch_size=32, progress=False, antithetic=True):
     """Sparse-field reconstruction of ``images`` (B, C, H, W) at the model's input size from the
     evaluation masks. Rows: ``sample`` (one sample), ``mean_k`` (the mean of the first k samples
-    for each k in ``ks``), ``estimate`` (the model's one-shot estimate mu), ``guide`` ... and
-    with ``baselines`` nearest and linear interpolation on the same masks. Each: PSNR on the
-    full image and on the unobserved pixels, the total-variation ratio to the truth (, SSIM);
-    the sampled rows also seconds per sample per image. Returns {row: scores, ...,
-    "images": predictions incl. "std" over the largest k}."""
+    for each k in ``ks``; ``antithetic``: drawn in pairs with the noise z and -z, see
+    ``SparseFieldFlow.samples``), ``estimate`` (the model's one-shot estimate mu), and with
+    ``baselines`` nearest and linear interpolation on the same masks. Each: PSNR on the full
+    image and on the unobserved pixels, the total-variation ratio to the truth (, SSIM); the
+    sampled rows also seconds per sample per image. Returns {row: scores, ..., "images":
+    predictions incl. "std" over the largest k}."""
     model.eval()
     B, C, H, W = images.shape
     oc, ov, grid, unobserved = observe(images, model.config.observe_frac)
     as_img = lambda v: v.transpose(1, 2).reshape(B, C, H, W)  # noqa: E731
     g = torch.Generator().manual_seed(seed)
-    samples, t0 = [], time.perf_counter()
-    for _ in tqdm(range(max(ks)), desc="samples", disable=not progress, leave=False):
-        parts = [model.sample(oc[i:i + batch_size], ov[i:i + batch_size], grid[i:i + batch_size], steps=steps,
-                              solver=solver, generator=g, hold_known=hold_known) for i in range(0, B, batch_size)]
-        samples.append(as_img(torch.cat(parts)))
+    t0 = time.perf_counter()
+    parts = [model.samples(oc[i:i + batch_size], ov[i:i + batch_size], grid[i:i + batch_size], k=max(ks),
+                           generator=g, antithetic=antithetic, progress=progress, steps=steps, solver=solver,
+                           hold_known=hold_known) for i in range(0, B, batch_size)]
     per_sample = (time.perf_counter() - t0) / (max(ks) * B)
-    stacked = torch.stack(samples)
-    preds = {"sample": samples[0], **{f"mean_{k}": stacked[:k].mean(0) for k in ks if k > 1}}
+    stacked = torch.stack([as_img(x) for x in torch.cat(parts, 1)])
+    preds = {"sample": stacked[0], **{f"mean_{k}": stacked[:k].mean(0) for k in ks if k > 1}}
     preds["estimate"] = as_img(torch.cat([model.estimate(oc[i:i + batch_size], ov[i:i + batch_size],
                                                          grid[i:i + batch_size]) for i in range(0, B, batch_size)]))
     if baselines:
@@ -188,14 +183,14 @@ def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="euler", hold_
     for name in preds:
         if name == "sample" or name.startswith("mean_"):
             res[name]["seconds_per_image"] = per_sample * (1 if name == "sample" else int(name.split("_")[1]))
-    res["images"] = {**preds, "std": stacked.std(0) if len(samples) > 1 else torch.zeros_like(samples[0]),
+    res["images"] = {**preds, "std": stacked.std(0) if len(stacked) > 1 else torch.zeros_like(stacked[0]),
                      "observed": images * (~unobserved).reshape(B, 1, H, W)}
     return res
 
 
 @torch.no_grad()
 def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=8, solver="euler", seed=0,
-                              batch_size=4):
+                              batch_size=4, antithetic=True):
     """Observe the evaluation mask of each input ``lr``, sample at each size (one noise field for
     every size) and compare with the real HR crop resized to that size; baseline: bicubic
     upsampling of the linearly interpolated input. ({size: {"mean_k": {psnr, ssim}, "sample":
@@ -210,10 +205,10 @@ def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=8, 
         means, firsts = [], []
         for i in range(0, B, batch_size):
             g = torch.Generator().manual_seed(seed)   # the same noise field at every size
-            xs = [model.sample(oc[i:i + batch_size], ov[i:i + batch_size], q[i:i + batch_size], steps=steps,
-                               solver=solver, generator=g) for _ in range(k)]
+            xs = model.samples(oc[i:i + batch_size], ov[i:i + batch_size], q[i:i + batch_size], k=k, generator=g,
+                               antithetic=antithetic, steps=steps, solver=solver)
             firsts.append(xs[0])
-            means.append(torch.stack(xs).mean(0))
+            means.append(xs.mean(0))
         img = lambda v: v.transpose(1, 2).reshape(B, C, s, s)  # noqa: E731
         mean, first = img(torch.cat(means)), img(torch.cat(firsts))
         b = bicubic(lin, (s, s))
