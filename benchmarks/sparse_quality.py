@@ -61,6 +61,11 @@ VARIANTS = {   # name: (change, what it tests)
     "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 downsamples of the crops only "
                           "(no HR targets, no zoomed windows)"),
     "flow/ema": (lambda c: setattr(c, "ema", 0.99), "a moving average of the weights (decay 0.99) validated and kept"),
+    "flow/uniform-times": (lambda c: setattr(c, "time_power", 1.0), "training times uniform in [0, 1] (not skewed "
+                           "early)"),
+    "flow/stage-400": (lambda c: (setattr(c, "steps", 850), setattr(c, "estimate_steps", 400),
+                                  setattr(c, "time_power", 1.0)),
+                       "the previous release: an estimate stage of 400 steps, 450 joint steps, uniform times"),
 }
 
 

@@ -2,6 +2,7 @@
 curves, the noise field, the joint velocity, masks, known-pixel holding, checkpoints and a smoke
 training run."""
 import copy
+import dataclasses
 import json
 import math
 
@@ -498,7 +499,7 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
     capsys.readouterr()
     main(["--config", "flow_sparse", "--profile", "cpu", "--steps", "85", "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert (printed["steps"], printed["estimate_steps"]) == (85, 40)     # the stage keeps its share (400 of 850)
+    assert (printed["steps"], printed["estimate_steps"]) == (85, 51)     # the stage keeps its share (600 of 1000)
     with pytest.raises(ValueError, match="needs the sparse_flow task and a FlowConfig with grid_blocks > 0"):
         type(cfg)(task="sparse_flow", model=FlowConfig(grid_blocks=0), steps=10, estimate_steps=2)
     with pytest.raises(ValueError, match=r"estimate_steps must be in \[0, steps=10\)"):
@@ -517,3 +518,19 @@ def test_sparse_summary_reads_the_antithetic_mean_and_names_the_independent_one(
     assert "| mean_16_independent | free | 24.40 | 23.40 |" in text and "| mean_16 | held |" in text
     assert "the mean of 16 samples is 1.00 dB above linear interpolation, one sample 1.60 dB below it" in text
     assert "the mean of 16 independent draws is 0.80 dB above linear" in text
+
+
+@pytest.mark.parametrize("power,late", [(1.0, 0.25), (2.0, 0.5)])
+def test_training_times_follow_time_power(power, late):
+    """t = 1 - (1 - u)^p: P(t > 3/4) = (1/4)^(1/p), a quarter for uniform times, a half for p = 2."""
+    from ginr_common.data import ImageTensorDataset
+    from ginr_common.tasks import make_task
+    cfg = get_config("flow_sparse", "smoke")
+    cfg.augment, cfg.batch_size, cfg.estimate_steps, cfg.time_power = False, 16, 0, power
+    task = make_task(cfg)
+    data = ImageTensorDataset(torch.randint(0, 256, (16, 3, 128, 128), dtype=torch.uint8))
+    t = torch.cat([task.batch(data, step)["t"] for step in range(40)])
+    assert t.min() >= 0 and t.max() < 1
+    assert abs(float((t > 0.75).float().mean()) - late) < 0.06      # 640 draws: 3.5 standard deviations
+    with pytest.raises(ValueError, match="time_power must be > 0"):
+        dataclasses.replace(cfg, time_power=0.0)

@@ -8,8 +8,8 @@ each crop (w drawn from cfg.native_windows, so the inputs span the scales of the
 tiles), else the whole crop, antialiased down to the model's input size, with a fresh random mask
 observing ``observe_frac`` of its pixels. The queries: at s = 1 the input grid, else a window of
 at most input_size pixels of the crop resized to input_size * s (their targets and cell size);
-the noise field at the queries and the times. With sr_scales=None the queries are the input-size
-image itself.
+the noise field at the queries and the times (t = 1 - (1 - u)^cfg.time_power, u uniform). With
+sr_scales=None the queries are the input-size image itself.
 
 Validation: PSNR on the unobserved pixels of the mean of 4 eight-step samples (two antithetic
 pairs, see ``SparseFieldFlow.samples``) on 32 validation tiles. Evaluation: see
@@ -73,7 +73,7 @@ class SparseFlowTask(Task):
                "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1)}
         if step < cfg.estimate_steps:     # no time, no noise: the refiner's estimate alone
             return out
-        return {**out, "t": torch.rand(B, generator=g),
+        return {**out, "t": 1 - (1 - torch.rand(B, generator=g)) ** cfg.time_power,
                 "z": coordinate_noise(queries, size, mcfg.in_channels, g, mcfg.noise_length, mcfg.noise_features)}
 
     def loss(self, net, batch):
