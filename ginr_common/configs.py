@@ -54,7 +54,7 @@ class TrainConfig:
     estimate_steps: int = 0     # sparse_flow: the first estimate_steps of the steps train the grid refiner's
                                 # estimate alone (the guide + its correction at s = 1), then everything jointly
     time_power: float = 1.0     # sparse_flow: training times t = 1 - (1 - u)^time_power, u ~ U(0, 1) (1: uniform;
-                                # above 1, more of the late times, where a sample's finest detail is decided)
+                                # below 1 more of the early times, above 1 more of the late times)
 
     def __post_init__(self):
         self.sr_scales = tuple(self.sr_scales)

@@ -20,7 +20,6 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from tqdm.auto import tqdm
 
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.data import resize, sparse_masks, take_rows
