@@ -20,7 +20,10 @@ The model, in the order a sample is drawn:
 3. **A bridge from the estimate**: the flow starts at x0 = mu + ``noise_scale`` * z, z a noise
    field, and carries it to the field x1 along x_t = (1 - t) x0 + t x1. The network predicts x1
    from x_t, preconditioned as in EDM (``scalings``): x1_hat = mu + c_skip (x_t - mu) + c_out F,
-   and the velocity is (x1_hat - x_t) / (1 - t).
+   and the velocity is (x1_hat - x_t) / (1 - t). With ``local_spread`` the refiner also predicts the
+   spread a of x1 - mu at every query (trained by its Gaussian likelihood): the noise is then
+   ``noise_scale`` * a * z and the preconditioning assumes a spread ``residual_std`` * a, so samples
+   vary where the estimate is unsure and stay flat where it is sure.
 4. **A joint velocity field**: at every step the queries, with their conditioning, their noisy
    values x_t and the time, are ordered along a Hilbert curve of their coordinates (the
    transposed curve on every other layer) and mixed by BiMamba blocks, so the velocity at one
@@ -73,6 +76,9 @@ class FlowConfig:
                                     # weights predicted per query and neighbour (a learned, content-aware kernel)
     grid_blocks: int = 0           # residual 3x3 convolution blocks of the grid refiner (0: none)
     grid_width: int = 64           # channels of the grid refiner
+    local_spread: bool = False     # the bridge's noise and the preconditioning scale per query by a spread the grid
+                                   # refiner predicts (trained by the Gaussian likelihood of x1 - mu): samples vary
+                                   # where the estimate is unsure and stay flat where it is sure (needs grid_blocks)
     chunk: int = 4096              # queries per chunk when reading the observations
 
     def __post_init__(self):
@@ -90,6 +96,8 @@ class FlowConfig:
         if self.grid_blocks and len(self.input_size) not in (2, 3):
             raise ValueError(f"the grid refiner (grid_blocks > 0) needs a 2-d or 3-d input_size, got "
                              f"{self.input_size}")
+        if self.local_spread and not self.grid_blocks:
+            raise ValueError("local_spread needs the grid refiner (grid_blocks > 0), got grid_blocks=0")
         if self.mixer_depth < 0:
             raise ValueError(f"mixer_depth must be >= 0 (0: no mixing of the queries), got {self.mixer_depth}")
 
@@ -179,9 +187,9 @@ class GridRefiner(nn.Module):
     """Residual convolution blocks over the base grid: input (B, 2C+1, *S) = the guide at every
     cell, a mask of the observed cells and their observed values (zero elsewhere), all in
     [-1, 1] -> (features (B, width, *S), a correction of the guide (B, C, *S), zero at
-    initialisation). Dilations cycle 1, 2, 4, so six blocks see about 30 cells."""
+    initialisation; ``outputs`` > C: more maps after it). Dilations cycle 1, 2, 4, so six blocks see about 30 cells."""
 
-    def __init__(self, d, channels, width, blocks):
+    def __init__(self, d, channels, width, blocks, outputs=None):
         super().__init__()
         conv = (nn.Conv2d, nn.Conv3d)[d - 2]
         self.inp = conv(2 * channels + 1, width, 3, padding=1)
@@ -189,7 +197,7 @@ class GridRefiner(nn.Module):
             nn.Sequential(nn.GELU(), conv(width, width, 3, padding=r, dilation=r), nn.GELU(),
                           conv(width, width, 3, padding=1))
             for r in (1, 2, 4) * (blocks // 3) + (1, 2, 4)[:blocks % 3])
-        self.out = conv(width, channels, 3, padding=1)
+        self.out = conv(width, outputs or channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -242,7 +250,8 @@ class SparseFieldFlow(nn.Module):
         # reading the nearest observations: features and a logit per neighbour
         self.read = nn.Sequential(nn.Linear(c.dim + C + self.offset_ff.out_dim + 2 * d, H), nn.GELU(),
                                   nn.Linear(H, H + 1))
-        self.refiner = GridRefiner(d, C, c.grid_width, c.grid_blocks) if c.grid_blocks else None
+        self.refiner = GridRefiner(d, C, c.grid_width, c.grid_blocks, C * (1 + c.local_spread)) \
+            if c.grid_blocks else None
         G = c.grid_width if c.grid_blocks else 0
         self.cond = nn.Sequential(nn.Linear(H + 2 * C + 1 + d + G, H), nn.GELU(), nn.Linear(H, H))
         self.mu_head = nn.Linear(H, C)
@@ -290,17 +299,27 @@ class SparseFieldFlow(nn.Module):
         _, tok_idx, _ = self.lp.indices(tokens.shape[1])
         memory = {"coords": coords, "values": values, "tokens": enc[:, tok_idx]}
         if self.refiner is not None:
-            memory["grid"], memory["correction"] = self.refine(memory)
+            memory.update(self.refine(memory))
         return memory
 
     def refine(self, memory):
         """The grid refiner over the observations in ``memory`` (their coordinates and values in
-        [-1, 1]) -> (its feature map (B, grid_width, *S), its correction of the guide (B, C, *S))."""
+        [-1, 1]) -> {"grid": its feature map (B, grid_width, *S), "correction": its correction of
+        the guide (B, C, *S)} and with ``local_spread`` "log_spread" (B, C, *S)."""
         coords, values, size = memory["coords"], memory["values"], self.config.input_size
         grid = make_grid(size).to(coords).expand(coords.shape[0], -1, -1)
         guide = self.guide(memory, grid).transpose(1, 2).reshape(coords.shape[0], -1, *size)
         mask, observed = rasterise(coords, values, size)
-        return self.refiner(torch.cat([guide, mask, observed], 1))
+        feats, out = self.refiner(torch.cat([guide, mask, observed], 1))
+        C = self.config.in_channels
+        return {"grid": feats, "correction": out[:, :C], **({"log_spread": out[:, C:]} if out.shape[1] > C else {})}
+
+    def spread(self, memory, query_coords):
+        """The relative spread of x1 - mu at the queries (B, Q, C) (1 at initialisation; the
+        residual's spread is ``residual_std`` times it), or None without ``local_spread``."""
+        if "log_spread" not in memory:
+            return None
+        return read_grid(memory["log_spread"], query_coords).clamp(-5, 3).exp()
 
     # ------------------------------------------------------------------ 2. condition the queries
     def guide(self, memory, query_coords):
@@ -366,43 +385,47 @@ class SparseFieldFlow(nn.Module):
         return cond, mu, guide
 
     # ------------------------------------------------------------------ 4. the joint velocity
-    def scalings(self, t):
+    def scalings(self, t, spread=None):
         """(c_in, c_skip, c_out) at times t (B, 1, 1): if x1 - mu were N(0, r^2) (r =
         ``residual_std``), E[x1 - mu | x_t] = c_skip (x_t - mu) and c_out is its posterior spread;
-        c_in makes x_t - mu unit-variance (the preconditioning of EDM, for this bridge)."""
+        c_in makes x_t - mu unit-variance (the preconditioning of EDM, for this bridge). ``spread``
+        (B, Q, C) scales r and the noise per query (``local_spread``)."""
         r, s = self.config.residual_std, self.config.noise_scale
+        if spread is not None:
+            r, s = r * spread, s * spread
         var = (t * r) ** 2 + ((1 - t) * s) ** 2
         return var.rsqrt(), t * r ** 2 / var, r * s * (1 - t) / var.sqrt()
 
-    def network(self, cond, mu, x_t, t, orders):
+    def network(self, cond, mu, x_t, t, orders, spread=None):
         """The raw network output F (B, Q, C): the queries, with their conditioning, the scaled
         noisy values and the time, mixed along ``orders``."""
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).expand(x_t.shape[0])
-        c_in, _, _ = self.scalings(t[:, None, None])
+        c_in, _, _ = self.scalings(t[:, None, None], spread)
         temb = self.t_embed(timestep_embedding(t, self.config.hidden))
         h = cond + self.x_embed(torch.cat([x_t, c_in * (x_t - mu)], -1))
         for blk, proj, (order, inverse) in zip(self.mixer, self.t_proj, orders):
             h = _rows(blk(_rows(h + proj(temb)[:, None], order)), inverse)
         return self.head(h)
 
-    def predict(self, cond, mu, x_t, t, orders):
+    def predict(self, cond, mu, x_t, t, orders, spread=None):
         """The model's estimate of the field x1 (B, Q, C) from the conditioning (B, Q, hidden), the
         estimate mu and the noisy values x_t (B, Q, C) at time t (B,) or scalar:
         mu + c_skip (x_t - mu) + c_out F, the queries mixed along ``orders``
-        (``curve_orders(query_coords, mixer_depth)``)."""
+        (``curve_orders(query_coords, mixer_depth)``); ``spread``: see ``scalings``."""
         t_ = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).expand(x_t.shape[0])[:, None, None]
-        _, c_skip, c_out = self.scalings(t_)
-        return mu + c_skip * (x_t - mu) + c_out * self.network(cond, mu, x_t, t, orders)
+        _, c_skip, c_out = self.scalings(t_, spread)
+        return mu + c_skip * (x_t - mu) + c_out * self.network(cond, mu, x_t, t, orders, spread)
 
-    def velocity(self, cond, mu, x_t, t, orders):
+    def velocity(self, cond, mu, x_t, t, orders, spread=None):
         """The velocity (x1_hat - x_t) / (1 - t) of the straight path through x_t (t < 1)."""
         t_ = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1, 1)
-        return (self.predict(cond, mu, x_t, t, orders) - x_t) / (1 - t_).clamp_min(1e-4)
+        return (self.predict(cond, mu, x_t, t, orders, spread) - x_t) / (1 - t_).clamp_min(1e-4)
 
     def forward(self, obs_coords, obs_values, query_coords, cell, z, t, targets):
-        """Training pass: (F, its target (x1 - mu - c_skip (x_t - mu)) / c_out, mu, x1), values
-        in [-1, 1]. With ``t`` None, the grid refiner's estimate alone (the guide and its
-        correction, without the observation encoder and the flow): (None, None, that estimate, x1)."""
+        """Training pass: (F, its target (x1 - mu - c_skip (x_t - mu)) / c_out, mu, x1, the spread
+        (``spread``; None without ``local_spread``)), values in [-1, 1]. With ``t`` None, the grid
+        refiner's estimate alone (the guide and its correction, without the observation encoder
+        and the flow): (None, None, that estimate, x1, the spread)."""
         x1 = 2 * targets - 1
         if t is None:
             if self.refiner is None:
@@ -410,16 +433,20 @@ class SparseFieldFlow(nn.Module):
             coords, values = self._observations(obs_coords, obs_values)
             memory = {"coords": coords, "values": values}
             query_coords = self._check(query_coords, what="query_coords")
-            _, correction = self.refine(memory)
-            return None, None, self.guide(memory, query_coords) + read_grid(correction, query_coords), x1
-        cond, mu, _ = self.condition(self.encode(obs_coords, obs_values), query_coords, cell)
+            memory.update(self.refine(memory))
+            mu = self.guide(memory, query_coords) + read_grid(memory["correction"], query_coords)
+            return None, None, mu, x1, self.spread(memory, query_coords)
+        memory = self.encode(obs_coords, obs_values)
+        cond, mu, _ = self.condition(memory, query_coords, cell)
+        spread = self.spread(memory, query_coords)
+        a = None if spread is None else spread.detach()
         t = t.to(x1.dtype)
         t_ = t[:, None, None]
         m = mu.detach()
-        x_t = (1 - t_) * (m + self.config.noise_scale * z) + t_ * x1
-        _, c_skip, c_out = self.scalings(t_)
-        out = self.network(cond, m, x_t, t, curve_orders(query_coords, self.config.mixer_depth))
-        return out, (x1 - m - c_skip * (x_t - m)) / c_out.clamp_min(1e-3), mu, x1
+        x_t = (1 - t_) * (m + self.config.noise_scale * (1 if a is None else a) * z) + t_ * x1
+        _, c_skip, c_out = self.scalings(t_, a)
+        out = self.network(cond, m, x_t, t, curve_orders(query_coords, self.config.mixer_depth), a)
+        return out, (x1 - m - c_skip * (x_t - m)) / c_out.clamp_min(1e-3), mu, x1, spread
 
     # ------------------------------------------------------------------ noise, sampling
     def noise(self, coords, generator=None):
@@ -448,12 +475,13 @@ class SparseFieldFlow(nn.Module):
         query_coords = self._check(query_coords, what="query_coords")
         memory = self.encode(obs_coords, obs_values)         # once per sample, not per step
         cond, mu, _ = self.condition(memory, query_coords, cell)
+        spread = self.spread(memory, query_coords)
         orders = curve_orders(query_coords, self.config.mixer_depth)
         if z is None:
             z = self.noise(query_coords, generator)
         elif z.shape != mu.shape:
             raise ValueError(f"z must be the noise at the queries, {tuple(mu.shape)}, got {tuple(z.shape)}")
-        x0 = mu + self.config.noise_scale * z.to(mu)
+        x0 = mu + self.config.noise_scale * (1 if spread is None else spread) * z.to(mu)
         known = None
         if hold_known:
             oc, ov = self._observations(obs_coords, obs_values)
@@ -468,10 +496,10 @@ class SparseFieldFlow(nn.Module):
         for i in range(steps):
             t = i * dt
             x = hold(x, t)
-            v = self.velocity(cond, mu, x, t, orders)
+            v = self.velocity(cond, mu, x, t, orders, spread)
             if solver == "heun" and i < steps - 1:     # the last step is Euler: v is undefined at t = 1
                 x_e = hold(x + dt * v, t + dt)
-                v = 0.5 * (v + self.velocity(cond, mu, x_e, t + dt, orders))
+                v = 0.5 * (v + self.velocity(cond, mu, x_e, t + dt, orders, spread))
             x = x + dt * v
         x = hold(x, 1.0)
         return ((x + 1) / 2).clamp(0, 1)
@@ -507,11 +535,16 @@ def flow_matching_loss(model, batch, mu_weight=1.0):
     the one-shot estimate mu in units of the residual's spread (divided by residual_std^2).
     ``model`` is the module to call (DDP-wrapped or not); ``batch`` holds obs_coords, obs_values,
     query_coords, cell, z, t, targets; a batch without t and z trains the grid refiner's estimate
-    alone (the estimate's term only). Returns (loss, mu in [0, 1] for a progress PSNR)."""
-    out, target, mu, x1 = model(batch["obs_coords"], batch["obs_values"], batch["query_coords"], batch["cell"],
-                                batch.get("z"), batch.get("t"), batch["targets"])
+    alone (the estimate's term only). With ``local_spread`` also the Gaussian negative log-likelihood
+    of x1 - mu (mu held fixed) under the predicted spread. Returns (loss, mu in [0, 1] for a
+    progress PSNR)."""
+    out, target, mu, x1, spread = model(batch["obs_coords"], batch["obs_values"], batch["query_coords"],
+                                        batch["cell"], batch.get("z"), batch.get("t"), batch["targets"])
     r = getattr(model, "module", model).config.residual_std
     loss = mu_weight * F.mse_loss(mu, x1) / r ** 2
+    if spread is not None:
+        sigma = r * spread
+        loss = loss + (sigma.log() + 0.5 * ((x1 - mu.detach()) / sigma) ** 2).mean() - math.log(r) - 0.5
     if out is not None:
         loss = loss + F.mse_loss(out, target)
     return loss, ((mu.detach() + 1) / 2).clamp(0, 1)

@@ -14,7 +14,10 @@ from ginr_common.configs import get_config
 from ginr_common.data import sparse_masks
 from ginr_common.flow import (FlowConfig, SparseFieldFlow, coordinate_noise, curve_index, curve_orders,
                               default_cell, flow_matching_loss, rasterise, read_grid)
+from ginr_common.baselines import interpolate_sparse
 from ginr_common.fourier import make_grid
+from ginr_common.metrics import masked_psnr
+from ginr_common.tasks.sparse_flow import observe, sample_psnr
 from ginr_common.train import fit
 
 SMALL = dict(dim=16, depth=1, num_lp=4, d_state=4, hidden=16, mixer_depth=2, coord_freqs=4, neighbours=4,
@@ -36,28 +39,73 @@ def _batch(model, B=2, Q=10, dtype=torch.float32, seed=3):
             "targets": torch.rand(B, Q, 3, generator=g, dtype=dtype), "z": model.noise(qc, g)}
 
 
-def test_objective_matches_its_definition_in_float64(seed):
+@pytest.mark.parametrize("local_spread", [False, True])
+def test_objective_matches_its_definition_in_float64(local_spread, seed):
     """loss = |F - (x1 - mu - c_skip (x_t - mu)) / c_out|^2 + mu_weight |mu - x1|^2 / r^2 with
     x_t = (1 - t)(mu + noise_scale z) + t x1, recomputed here from the model's parts; and the
-    velocity is (x1_hat - x_t) / (1 - t) with x1_hat = mu + c_skip (x_t - mu) + c_out F."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), mu_weight=0.7, **SMALL)).double()
+    velocity is (x1_hat - x_t) / (1 - t) with x1_hat = mu + c_skip (x_t - mu) + c_out F. With a
+    local spread a: the noise is noise_scale a z, the scalings are those of r a and noise_scale a,
+    and the loss adds the Gaussian negative log-likelihood of x1 - mu under the spread r a."""
+    extra = dict(grid_blocks=2, grid_width=8, local_spread=True) if local_spread else {}
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), mu_weight=0.7, **SMALL, **extra)).double()
     torch.nn.init.normal_(model.mu_head.weight, std=0.1)
+    if local_spread:   # a spread that varies from query to query
+        torch.nn.init.normal_(model.refiner.out.weight, std=0.3)
     b = _batch(model, dtype=torch.float64)
     loss, est = flow_matching_loss(model, b, mu_weight=0.7)
-    cond, mu, guide = model.condition(model.encode(b["obs_coords"], b["obs_values"]), b["query_coords"], b["cell"])
+    memory = model.encode(b["obs_coords"], b["obs_values"])
+    cond, mu, guide = model.condition(memory, b["query_coords"], b["cell"])
+    a = model.spread(memory, b["query_coords"])
+    assert (a is not None) == local_spread
+    if local_spread:
+        assert a.std() > 0.05 and torch.allclose(a, read_grid(memory["log_spread"], b["query_coords"]).exp())
     x1 = 2 * b["targets"] - 1
     t = b["t"][:, None, None]
-    xt = (1 - t) * (mu + model.config.noise_scale * b["z"]) + t * x1
+    xt = (1 - t) * (mu + model.config.noise_scale * (1 if a is None else a) * b["z"]) + t * x1
     orders = curve_orders(b["query_coords"], model.config.mixer_depth)
-    out = model.network(cond, mu, xt, b["t"], orders)
-    _, c_skip, c_out = model.scalings(t)
+    out = model.network(cond, mu, xt, b["t"], orders, a)
     r = model.config.residual_std
+    sr = r * (1 if a is None else a)
+    s_ = model.config.noise_scale * (1 if a is None else a)
+    var = (t * sr) ** 2 + ((1 - t) * s_) ** 2
+    c_skip, c_out = t * sr ** 2 / var, sr * s_ * (1 - t) / var.sqrt()
+    assert all(torch.allclose(x, y) for x, y in zip(model.scalings(t, a)[1:], (c_skip, c_out)))
     expected = ((out - (x1 - mu - c_skip * (xt - mu)) / c_out) ** 2).mean() + 0.7 * ((mu - x1) ** 2).mean() / r ** 2
+    if local_spread:
+        expected = expected + (torch.log(sr) + 0.5 * ((x1 - mu) / sr) ** 2).mean() - math.log(r) - 0.5
     assert torch.allclose(loss, expected)
     assert torch.allclose(est, ((mu + 1) / 2).clamp(0, 1))
     x1_hat = mu + c_skip * (xt - mu) + c_out * out
-    assert torch.allclose(model.predict(cond, mu, xt, b["t"], orders), x1_hat)
-    assert torch.allclose(model.velocity(cond, mu, xt, b["t"], orders), (x1_hat - xt) / (1 - t))
+    assert torch.allclose(model.predict(cond, mu, xt, b["t"], orders, a), x1_hat)
+    assert torch.allclose(model.velocity(cond, mu, xt, b["t"], orders, a), (x1_hat - xt) / (1 - t))
+    # one Euler step from x0 = mu + noise_scale a z lands on the prediction at t = 0
+    x0 = mu + model.config.noise_scale * (1 if a is None else a) * b["z"]
+    one = model.sample(b["obs_coords"], b["obs_values"], b["query_coords"], steps=1, cell=b["cell"], z=b["z"])
+    assert torch.allclose(one, ((model.predict(cond, mu, x0, 0.0, orders, a) + 1) / 2).clamp(0, 1))
+
+
+def test_local_spread_settles_on_the_residuals_rms(seed):
+    """The spread's term is stationary where the spread equals the RMS of x1 - mu (per channel,
+    the spread held constant over the queries) and pushes it down from above, up from below;
+    local_spread without a grid refiner is refused by name."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=2, grid_width=8, local_spread=True,
+                                       **SMALL)).double()
+    b = _batch(model, Q=40, dtype=torch.float64)
+    memory = model.encode(b["obs_coords"], b["obs_values"])
+    _, mu, _ = model.condition(memory, b["query_coords"], b["cell"])
+    rms = ((2 * b["targets"] - 1 - mu.detach()) ** 2).mean((0, 1)).sqrt()      # (C,)
+    bias = model.refiner.out.bias            # zero weights: the spread is exp(bias) at every query
+    grads = []
+    for factor in (1.0, 2.0, 0.5):
+        with torch.no_grad():
+            bias[3:] = torch.log(factor * rms / model.config.residual_std)
+        model.zero_grad()
+        flow_matching_loss(model, b)[0].backward()
+        grads.append(bias.grad[3:].clone())
+    assert grads[0].abs().max() < 1e-9
+    assert (grads[1] > 1e-3).all() and (grads[2] < -1e-3).all()
+    with pytest.raises(ValueError, match="local_spread needs the grid refiner"):
+        FlowConfig(local_spread=True, grid_blocks=0)
 
 
 def test_preconditioning_is_the_gaussian_posterior_in_float64():
@@ -191,11 +239,12 @@ def test_grid_refiner_sees_the_guide_the_mask_and_the_observations(seed):
         FlowConfig(input_size=(16,), grid_blocks=2)
 
 
-@pytest.mark.parametrize("grid_blocks", [0, 2])
-def test_objective_trains_every_part_of_the_model(grid_blocks, seed):
+@pytest.mark.parametrize("grid_blocks,local_spread", [(0, False), (2, False), (2, True)])
+def test_objective_trains_every_part_of_the_model(grid_blocks, local_spread, seed):
     """After one optimizer step every parameter group, the encoder and the grid refiner included,
     gets a non-zero gradient, and the loss falls on a fixed batch."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=grid_blocks, grid_width=8, **SMALL))
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=grid_blocks, grid_width=8,
+                                       local_spread=local_spread, **SMALL))
     b = _batch(model, Q=64)
     field = lambda c: 0.5 + 0.4 * torch.sin(3 * c[..., :1] + 2 * c[..., 1:] + torch.tensor([0.0, 1.0, 2.0]))  # noqa: E731
     b["query_coords"] = make_grid((8, 8)).expand(2, -1, -1)
@@ -230,7 +279,7 @@ class GaussianFlow(SparseFieldFlow):
         zero = torch.zeros(*query_coords.shape[:2], 3, dtype=query_coords.dtype)
         return None, zero, zero
 
-    def velocity(self, cond, mu, x, t, orders):
+    def velocity(self, cond, mu, x, t, orders, spread=None):
         m, s = self.m, self.s
         return m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)
 
@@ -534,3 +583,32 @@ def test_training_times_follow_time_power(power, late):
     assert abs(float((t > 0.75).float().mean()) - late) < 0.06      # 640 draws: 3.5 standard deviations
     with pytest.raises(ValueError, match="time_power must be > 0"):
         dataclasses.replace(cfg, time_power=0.0)
+
+
+class _SpeckledInterpolation(SparseFieldFlow):
+    """Samples = linear interpolation of the observations + amplitude * (z, -z, ...): every pair's
+    mean is the interpolation whatever the amplitude."""
+
+    amplitude = 0.0
+
+    def samples(self, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, **kw):
+        base = interpolate_sparse(obs_coords, obs_values, query_coords, "linear")
+        z = torch.randn(base.shape, generator=generator)
+        return torch.stack([(base + self.amplitude * (-1) ** i * z).clamp(0, 1) for i in range(k)])
+
+
+def test_validation_scores_single_samples_so_speckle_costs(seed):
+    """The flow's validation score is the PSNR on the unobserved pixels of one sample, averaged over
+    the samples: noise-free samples score exactly the interpolation's masked PSNR, and speckle whose
+    antithetic pairs cancel (invisible to the mean of pairs) lowers it."""
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 0.1 + torch.linspace(
+        0.3, 0.6, 16)     # away from 0 and 1: the speckle is never clipped
+    model = _SpeckledInterpolation(FlowConfig(input_size=(16, 16), **SMALL))
+    oc, ov, grid, unobserved = observe(images, model.config.observe_frac)
+    lin = interpolate_sparse(oc, ov, grid, "linear").transpose(1, 2).reshape(images.shape)
+    clean = sample_psnr(model, images)
+    assert clean == pytest.approx(float(masked_psnr(lin, images, unobserved).mean()), abs=1e-5)
+    model.amplitude = 0.05
+    assert sample_psnr(model, images) < clean - 1.0
+    xs = model.samples(oc, ov, grid, k=4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(xs.mean(0).transpose(1, 2).reshape(images.shape), lin, atol=1e-6)   # pairs cancel
