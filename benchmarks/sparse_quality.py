@@ -49,23 +49,32 @@ VARIANTS = {   # name: (change, what it tests)
                    "BiMamba mixer over the queries"),
     "flow/joint-only": (_joint_only, "no estimate stage: the same joint steps, the refiner trained with everything "
                         "else from the start"),
-    "flow/no-refiner": (_joint_model(grid_blocks=0), "no grid refiner (and so no estimate stage): the estimate "
-                        "corrects the guide from each query's 8 nearest observations only"),
+    "flow/no-refiner": (_joint_model(grid_blocks=0, local_spread=False), "no grid refiner (and so no estimate stage): the estimate "
+                        "corrects the guide from each query's 8 nearest observations only, one spread for every "
+                        "query"),
     "flow/normconv-guide": (_model(guide="normconv"), "the guide is the normalised convolution of the observations "
                             "(not their linear interpolation)"),
     "flow/mu1": (_model(mu_weight=1.0), "the estimate's loss weighted 1 (not 4)"),
-    "flow/previous": (_joint_model(guide="normconv", grid_blocks=0, mu_weight=1.0),
+    "flow/previous": (_joint_model(guide="normconv", grid_blocks=0, mu_weight=1.0, local_spread=False, noise_scale=0.15),
                       "an earlier design: normalised-convolution guide, no grid refiner, estimate's loss weight 1"),
     "flow/no-mixer": (_model(mixer_depth=0), "no mixing of the queries: each query's velocity on its own"),
-    "flow/noise-0.6": (_model(noise_scale=0.6), "four times the bridge's starting noise"),
+    "flow/noise-0.6": (_model(noise_scale=0.6), "the bridge's starting noise 0.6 (not 0.08) times the local spread"),
+    "flow/constant-spread": (_model(local_spread=False, noise_scale=0.15),
+                             "one spread for every query: noise 0.15 and a residual's spread of 0.15 assumed "
+                             "everywhere (the previous release)"),
+    "flow/spread-noise-0.15": (_model(noise_scale=0.15), "the local spread with the starting noise 0.15 (not 0.08)"),
+    "flow/constant-0.08": (_model(local_spread=False, noise_scale=0.08, residual_std=0.08, mu_weight=4 * (0.08 / 0.15) ** 2),
+                           "one spread for every query, noise and assumed spread 0.08 (the estimate's loss weight "
+                           "scaled to keep its pull)"),
     "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 downsamples of the crops only "
                           "(no HR targets, no zoomed windows)"),
     "flow/ema": (lambda c: setattr(c, "ema", 0.99), "a moving average of the weights (decay 0.99) validated and kept"),
     "flow/uniform-times": (lambda c: setattr(c, "time_power", 1.0), "training times uniform in [0, 1] (not skewed "
                            "early)"),
     "flow/stage-400": (lambda c: (setattr(c, "steps", 850), setattr(c, "estimate_steps", 400),
-                                  setattr(c, "time_power", 1.0)),
-                       "the previous release: an estimate stage of 400 steps, 450 joint steps, uniform times"),
+                                  setattr(c, "time_power", 1.0), _model(local_spread=False, noise_scale=0.15)(c)),
+                       "an earlier release: an estimate stage of 400 steps, 450 joint steps, uniform times, one "
+                       "spread for every query"),
 }
 
 

@@ -217,12 +217,16 @@ def flow_notebook():
                 "ICLR 2023; rectified flow, Liu et al., ICLR 2023): x_t = (1 - t) x0 + t x1 with x0 = mu + s z. The "
                 "network predicts x1 from x_t with the preconditioning of EDM (Karras et al., NeurIPS 2022), and at "
                 "every step BiMamba blocks mix the queries in Hilbert order, so a sample is spatially coherent. The "
+                "refiner also predicts how unsure the estimate is at every point (a spread a, trained by the "
+                "likelihood of the estimate's error): the noise is s a z, so samples vary where the estimate is "
+                "unsure and stay flat where it is sure. The "
                 "noise z is a Gaussian-process field of the coordinate, so renders at different sizes are samples of "
                 "one field. Training draws fresh masks on 32x32 downsamples of high-resolution crops (whole, or a half or "
                 "quarter of one, so the inputs span the scales of the test tiles) and supervises the input or a "
                 "window of the crop at a random scale x1-x4, so rendering above 32x32 is learned. The first steps "
                 "train the grid refiner's estimate alone (guide plus correction, a few times cheaper than a joint "
-                "step), so the flow starts from an estimate that already beats the guide."),
+                "step), so the flow starts from an estimate that already beats the guide. The checkpoint kept is the "
+                "one whose single samples come closest to the truth on the validation photograph."),
              code(FLOW_SETUP),
              md("## The model and the observations"), code(FLOW_SHIPPED),
              md("## Results on held-out photographs\nPSNR on the whole tile and on the unobserved pixels, SSIM, and "
