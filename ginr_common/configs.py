@@ -167,7 +167,7 @@ PROFILES = {
             sr_scales=(1, 4), lr_queries=512, sr_queries=1024),
     },
     # notebook 4: flow matching from 20% of the pixels; the cpu profile's 1000 steps (600 of them the grid
-    # refiner's estimate alone) take about 13 minutes
+    # refiner's estimate alone) take about 14 minutes
     "flow_sparse": {
         "smoke": TrainConfig(
             task="sparse_flow",

@@ -201,7 +201,7 @@ FLOW_TRAIN = """if TRAIN:
     print(viz.sparse_summary(mine))
 else:
     print("Set TRAIN = True in the first cell (or GINR_TRAIN=1) to train this model from scratch: "
-          "about 13 minutes on 2 CPU cores with the cpu profile.")"""
+          "about 14 minutes on 2 CPU cores with the cpu profile.")"""
 
 
 def flow_notebook():

@@ -521,12 +521,16 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
     b = {k: v.double() for k, v in b.items()}
     loss, _ = flow_matching_loss(model, b, mu_weight=0.7)
     mem = {"coords": b["obs_coords"], "values": 2 * b["obs_values"] - 1}
-    _, correction = model.refiner(torch.cat([
+    _, out = model.refiner(torch.cat([
         model.guide(mem, make_grid((32, 32)).double().expand(2, -1, -1)).transpose(1, 2).reshape(2, 3, 32, 32),
         *rasterise(b["obs_coords"], 2 * b["obs_values"] - 1, (32, 32))], 1))
-    mu = model.guide(mem, b["query_coords"]) + correction.flatten(2).transpose(1, 2)   # the queries are the grid
+    correction, log_spread = (o.flatten(2).transpose(1, 2) for o in (out[:, :3], out[:, 3:]))   # queries = the grid
+    mu, x1 = model.guide(mem, b["query_coords"]) + correction, 2 * b["targets"] - 1
     r = model.config.residual_std
-    assert torch.allclose(loss, 0.7 * ((mu - (2 * b["targets"] - 1)) ** 2).mean() / r ** 2)
+    assert model.config.local_spread        # the spread's likelihood is trained in the stage too
+    sigma = r * log_spread.exp()
+    nll = (sigma.log() + 0.5 * ((x1 - mu) / sigma) ** 2).mean() - math.log(r) - 0.5
+    assert torch.allclose(loss, 0.7 * ((mu - x1) ** 2).mean() / r ** 2 + nll)
     loss.backward()
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None} == {"refiner"}
     torch.manual_seed(cfg.seed)                       # fit's initial weights
