@@ -3,10 +3,10 @@ and coordinates) and sample the whole continuous field at any coordinates.
 
 The model, in the order a sample is drawn:
 
-1. **Encode the observations** (once per sample): each observed pixel is a token (its value and
+1. **Encode the observations** (once per set of samples): each observed pixel is a token (its value and
    Fourier features of its coordinate); the tokens, ordered along a space-filling curve, with
    learnable position tokens (LPs) interleaved, pass through a BiMamba stack.
-2. **Condition every query** (once per sample): a query reads its ``neighbours`` nearest
+2. **Condition every query** (once per set of samples): a query reads its ``neighbours`` nearest
    observations (their encoded tokens, values and offsets in base-grid pixels, in the manner of
    LIIF's local reading) and its cell size (the pixel footprint of the render). Beside the
    learned features it gets a *guide*: the normalised convolution of the observations (a Gaussian
@@ -462,36 +462,29 @@ class SparseFieldFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="euler", generator=None,
-               hold_known=False, cell=None, z=None):
+               hold_known=False, cell=None, z=None, context=None):
         """Integrate dx/dt = v from t=0 (x0 = mu + noise_scale * z) to 1 -> values (B, Q, C) in
         [0, 1] at query_coords (any coordinates). ``z``: the noise field at the queries (B, Q, C)
         (default: drawn with ``generator``, see ``noise``). ``hold_known``: queries at observed
         coordinates follow the straight path to their observed value at every step and end
-        exactly on it."""
+        exactly on it. ``context``: ``self.context(...)`` of the same arguments, to reuse
+        between samples (default: computed here)."""
         if solver not in ("euler", "heun"):
             raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        query_coords = self._check(query_coords, what="query_coords")
-        memory = self.encode(obs_coords, obs_values)         # once per sample, not per step
-        cond, mu, _ = self.condition(memory, query_coords, cell)
-        spread = self.spread(memory, query_coords)
-        orders = curve_orders(query_coords, self.config.mixer_depth)
+        if context is None:
+            context = self.context(obs_coords, obs_values, query_coords, cell, hold_known)
+        cond, mu, spread, orders, known = (context[k] for k in ("cond", "mu", "spread", "orders", "known"))
         if z is None:
-            z = self.noise(query_coords, generator)
+            z = self.noise(context["query_coords"], generator)
         elif z.shape != mu.shape:
             raise ValueError(f"z must be the noise at the queries, {tuple(mu.shape)}, got {tuple(z.shape)}")
         x0 = mu + self.config.noise_scale * (1 if spread is None else spread) * z.to(mu)
-        known = None
-        if hold_known:
-            oc, ov = self._observations(obs_coords, obs_values)
-            dist, j = torch.cdist(query_coords, oc).min(-1)
-            known = dist < 1e-6
-            x1_known = _rows(ov.to(x0.dtype), j)
         x, dt = x0, 1.0 / steps
 
         def hold(x, t):
-            return x if known is None else torch.where(known[..., None], (1 - t) * x0 + t * x1_known, x)
+            return x if known is None else torch.where(known[..., None], (1 - t) * x0 + t * context["x1_known"], x)
 
         for i in range(steps):
             t = i * dt
@@ -505,6 +498,22 @@ class SparseFieldFlow(nn.Module):
         return ((x + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
+    def context(self, obs_coords, obs_values, query_coords, cell=None, hold_known=False):
+        """What every sample of these observations and queries shares (the encoded observations
+        read by the queries: conditioning, estimate, spread, curve orders; with ``hold_known`` the
+        queries at observed coordinates and their values): computed once, not per sample or step."""
+        query_coords = self._check(query_coords, what="query_coords")
+        memory = self.encode(obs_coords, obs_values)
+        cond, mu, _ = self.condition(memory, query_coords, cell)
+        out = {"query_coords": query_coords, "cond": cond, "mu": mu, "spread": self.spread(memory, query_coords),
+               "orders": curve_orders(query_coords, self.config.mixer_depth), "known": None}
+        if hold_known:
+            oc, ov = self._observations(obs_coords, obs_values)
+            dist, j = torch.cdist(query_coords, oc).min(-1)
+            out["known"], out["x1_known"] = dist < 1e-6, _rows(ov.to(mu.dtype), j)
+        return out
+
+    @torch.no_grad()
     def samples(self, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, progress=False,
                 **kw):
         """k samples (k, B, Q, C). ``antithetic``: in pairs with the noise fields z and -z (-z is as
@@ -514,11 +523,11 @@ class SparseFieldFlow(nn.Module):
         ``progress``: a progress bar over the samples; ``kw``: options of ``sample``."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        query_coords = self._check(query_coords, what="query_coords")
+        ctx = self.context(obs_coords, obs_values, query_coords, kw.get("cell"), kw.get("hold_known", False))
         out, z = [], None
         for i in tqdm(range(k), desc="samples", disable=not progress, leave=False):
-            z = -z if antithetic and i % 2 else self.noise(query_coords, generator)
-            out.append(self.sample(obs_coords, obs_values, query_coords, z=z, **kw))
+            z = -z if antithetic and i % 2 else self.noise(ctx["query_coords"], generator)
+            out.append(self.sample(obs_coords, obs_values, query_coords, z=z, context=ctx, **kw))
         return torch.stack(out)
 
     @torch.no_grad()

@@ -616,3 +616,23 @@ def test_validation_scores_single_samples_so_speckle_costs(seed):
     assert sample_psnr(model, images) < clean - 1.0
     xs = model.samples(oc, ov, grid, k=4, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(xs.mean(0).transpose(1, 2).reshape(images.shape), lin, atol=1e-6)   # pairs cancel
+
+
+def test_samples_share_one_encoding_and_match_single_draws(seed):
+    """``samples`` encodes and conditions once for all k samples (``context``), and each of its
+    samples is exactly the ``sample`` of the same noise, holding the observed pixels or not."""
+    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=2, grid_width=8, local_spread=True,
+                                       **SMALL)).double().eval()
+    torch.nn.init.normal_(model.refiner.out.weight, std=0.3)
+    oc, ov = (x.double() for x in _obs())
+    qc = make_grid((8, 8)).double().expand(2, -1, -1)
+    calls = []
+    encode = model.encode
+    model.encode = lambda *a: calls.append(1) or encode(*a)
+    for hold in (False, True):
+        calls.clear()
+        xs = model.samples(oc, ov, qc, k=4, generator=torch.Generator().manual_seed(seed), steps=3, hold_known=hold)
+        assert len(calls) == 1
+        z = model.noise(qc, torch.Generator().manual_seed(seed))
+        for i, sign in enumerate((1, -1)):
+            assert torch.equal(xs[i], model.sample(oc, ov, qc, steps=3, hold_known=hold, z=sign * z))
