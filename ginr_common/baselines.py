@@ -32,9 +32,17 @@ def interpolate_sparse(obs_coords, obs_values, query_coords, method="linear"):
     where linear is undefined, nearest fills in)."""
     if method not in ("nearest", "linear"):
         raise ValueError(f"method must be 'nearest' or 'linear', got {method!r}")
+    if obs_coords.shape[0] != query_coords.shape[0] or obs_values.shape[:2] != obs_coords.shape[:2]:
+        raise ValueError(f"obs_coords (B, N, d), obs_values (B, N, C) and query_coords (B, Q, d) must agree in B and "
+                         f"N, got {tuple(obs_coords.shape)}, {tuple(obs_values.shape)} and {tuple(query_coords.shape)}")
     out = []
-    for oc, ov, qc in zip(obs_coords.double().cpu().numpy(), obs_values.double().cpu().numpy(),
-                          query_coords.double().cpu().numpy()):
+    for i, (oc, ov, qc) in enumerate(zip(obs_coords.double().cpu().numpy(), obs_values.double().cpu().numpy(),
+                                         query_coords.double().cpu().numpy())):
+        if method == "linear" and np.linalg.matrix_rank(oc[1:] - oc[:1]) < oc.shape[1]:
+            raise ValueError(f"obs_coords: linear interpolation needs observations that span the {oc.shape[1]}-D "
+                             f"domain (at least {oc.shape[1] + 1} not on one line or plane); those of image {i} "
+                             f"lie at {len(np.unique(oc, axis=0))} distinct point(s) of rank "
+                             f"{np.linalg.matrix_rank(oc[1:] - oc[:1])}")
         v = griddata(oc, ov, qc, method=method)
         if method == "linear":
             hole = np.isnan(v).any(-1)

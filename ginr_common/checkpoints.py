@@ -12,6 +12,7 @@ family) and, for the shipped ones, ``manifest.json`` (how they were made and wha
 of the shipped models (``PRETRAINED``) without network.
 """
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -131,34 +132,64 @@ def load_checkpoint(path, map_location=None):
 # ---------------------------------------------------------------------- pretrained weights
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PRETRAINED = ("standard_fourier", "gaussian_fourier", "scent", "flow_sparse")
+WEIGHT_FILES = ("model.safetensors", "config.json")
+
+
+def file_sha256(path):
+    """The sha256 of a file's bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_pretrained(model, folder, manifest=None):
-    """Write ``model.safetensors`` and ``config.json`` (and ``manifest.json`` when given) into
-    ``folder``, each atomically. Returns the folder."""
+    """Write ``model.safetensors`` and ``config.json`` (and ``manifest.json`` when given, with the
+    sha256 of the other two under ``files``) into ``folder``, each atomically. Returns the folder."""
     model = getattr(model, "module", model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"config.json": json.dumps(config_dict(model), indent=1)}
-    if manifest is not None:
-        files["manifest.json"] = json.dumps(manifest, indent=1)
     tmp = folder / f".model.safetensors.tmp{os.getpid()}"
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, folder / "model.safetensors")
-    for name, text in files.items():
-        t = folder / f".{name}.tmp{os.getpid()}"
-        t.write_text(text)
-        os.replace(t, folder / name)
+    t = folder / f".config.json.tmp{os.getpid()}"
+    t.write_text(json.dumps(config_dict(model), indent=1))
+    os.replace(t, folder / "config.json")
+    if manifest is not None:
+        manifest = {**manifest, "files": {f: file_sha256(folder / f) for f in WEIGHT_FILES}}
+        t = folder / f".manifest.json.tmp{os.getpid()}"
+        t.write_text(json.dumps(manifest, indent=1))
+        os.replace(t, folder / "manifest.json")
     return folder
 
 
+def verify_files(folder):
+    """Raise ValueError naming the file when a file listed in ``folder``'s manifest.json (its
+    ``files``: name -> sha256) is missing or its bytes differ. Folders without a manifest pass."""
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        return
+    listed = json.loads((folder / "manifest.json").read_text()).get("files", {})
+    for name, want in listed.items():
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder / name} is listed in manifest.json but missing")
+        got = file_sha256(folder / name)
+        if got != want:
+            raise ValueError(f"{folder / name} has changed since its manifest was written: sha256 {got}, the "
+                             f"manifest records {want}. Restore the file (or rewrite the manifest with "
+                             "save_pretrained if the change is yours)")
+
+
 def from_pretrained(folder, map_location=None):
-    """The model saved in ``folder`` by ``save_pretrained``, in eval mode."""
+    """The model saved in ``folder`` by ``save_pretrained``, in eval mode. When the folder has a
+    manifest, its files must have the sha256 it records (ValueError naming the file otherwise)."""
     folder = Path(folder)
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a pretrained-model folder: it lacks {missing} "
                                 "(expected config.json and model.safetensors, as save_pretrained writes them)")
+    verify_files(folder)
     try:
         model = build_model(json.loads((folder / "config.json").read_text()))
     except (TypeError, ValueError) as e:

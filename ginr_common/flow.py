@@ -274,10 +274,19 @@ class SparseFieldFlow(nn.Module):
         if not torch.is_tensor(coords) or coords.dim() != 3 or coords.shape[-1] != d:
             shape = tuple(coords.shape) if torch.is_tensor(coords) else type(coords).__name__
             raise ValueError(f"{what} must be (B, N, {d}) pixel-centre coordinates in [0, 1], got {shape}")
-        if values is not None and values.shape != (*coords.shape[:2], C):
+        if coords.shape[0] == 0 or coords.shape[1] == 0:
+            raise ValueError(f"{what} must hold at least one image and one point, got shape {tuple(coords.shape)}")
+        if values is not None and (not torch.is_tensor(values) or values.shape != (*coords.shape[:2], C)):
             raise ValueError(f"values must be (B, N, {C}) matching {what} {tuple(coords.shape)}, got "
-                             f"{tuple(values.shape)}")
+                             f"{tuple(values.shape) if torch.is_tensor(values) else type(values).__name__}")
         return as_coords(coords, d, what, self.obs_embed.weight.dtype)
+
+    @staticmethod
+    def _check_batches(obs_coords, query_coords):
+        if obs_coords.shape[0] != query_coords.shape[0]:
+            raise ValueError(f"obs_coords and query_coords must hold the same number of images, got "
+                             f"{obs_coords.shape[0]} and {query_coords.shape[0]} (shapes {tuple(obs_coords.shape)} "
+                             f"and {tuple(query_coords.shape)})")
 
     def _observations(self, obs_coords, obs_values):
         """Checked observations: (coordinates (B, N, d), values (B, N, C) in [-1, 1])."""
@@ -348,6 +357,7 @@ class SparseFieldFlow(nn.Module):
         the queries, see ``default_cell``)."""
         c = self.config
         query_coords = self._check(query_coords, what="query_coords")
+        self._check_batches(memory["coords"], query_coords)
         size = torch.tensor(c.input_size, dtype=query_coords.dtype, device=query_coords.device)
         if cell is None:
             cell = default_cell(query_coords, c.input_size)
@@ -433,6 +443,7 @@ class SparseFieldFlow(nn.Module):
             coords, values = self._observations(obs_coords, obs_values)
             memory = {"coords": coords, "values": values}
             query_coords = self._check(query_coords, what="query_coords")
+            self._check_batches(coords, query_coords)
             memory.update(self.refine(memory))
             mu = self.guide(memory, query_coords) + read_grid(memory["correction"], query_coords)
             return None, None, mu, x1, self.spread(memory, query_coords)
@@ -503,6 +514,8 @@ class SparseFieldFlow(nn.Module):
         read by the queries: conditioning, estimate, spread, curve orders; with ``hold_known`` the
         queries at observed coordinates and their values): computed once, not per sample or step."""
         query_coords = self._check(query_coords, what="query_coords")
+        if torch.is_tensor(obs_coords) and obs_coords.dim() == 3:
+            self._check_batches(obs_coords, query_coords)
         memory = self.encode(obs_coords, obs_values)
         cond, mu, _ = self.condition(memory, query_coords, cell)
         out = {"query_coords": query_coords, "cond": cond, "mu": mu, "spread": self.spread(memory, query_coords),

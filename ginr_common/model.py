@@ -10,7 +10,7 @@ from ginr_common.decoders import (LAINRConfig, LocalConfig, PixelFilter, SCENTCo
                                   decoder_config)
 from ginr_common.encoder import MambaEncoder
 from ginr_common.fourier import make_grid
-from ginr_common.inputs import as_coords, as_unit_range
+from ginr_common.inputs import as_coords, as_image, as_scale, as_size, as_unit_range
 from ginr_common.mamba import BiMambaStack
 from ginr_common.tokens import ImplicitSequentialBias
 
@@ -196,26 +196,30 @@ def _tile_starts(n, tile, stride):
 
 @torch.no_grad()
 def render_image(model, image, size=None, scale=None, overlap=8):
-    """Render one image of any size at any resolution: ``image`` (C, H, W) in [0, 1] (at least the
-    model's input size), output ``size`` (H', W') or ``scale`` (any factor, 3.7 included) ->
-    (C, H', W'). Overlapping tiles of the model's input size (``overlap`` pixels) are encoded;
-    every output pixel is decoded from each tile that covers it, at its coordinate inside the
-    tile with its cell size, and the tiles are blended with tent weights (heavier in a tile's
-    middle), so there are no seams."""
+    """Render one image of any size at any resolution -> (C, H', W') in [0, 1].
+
+    ``image``: a (C, H, W) tensor (float in [0, 1] or uint8), an (H, W, C) or (H, W) NumPy array
+    (uint8 0..255 or float in [0, 1]) or a PIL image, at least the model's input size; RGBA loses
+    its alpha channel and a grayscale image is repeated to the model's channels. Output ``size``
+    (H', W') or ``scale`` (any factor > 0, 3.7 included). Overlapping tiles of the model's input
+    size (``overlap`` pixels) are encoded; every output pixel is decoded from each tile that
+    covers it, at its coordinate inside the tile with its cell size, and the tiles are blended
+    with tent weights (heavier in a tile's middle), so there are no seams."""
     if (size is None) == (scale is None):
         raise ValueError(f"give exactly one of size= or scale=, got size={size}, scale={scale}")
     if len(model.config.input_size) != 2:
         raise ValueError(f"render_image works on 2-D models, this one has input_size {model.config.input_size}")
-    if not torch.is_tensor(image) or image.dim() != 3:
-        raise ValueError(f"image must be a (C, H, W) tensor in [0, 1], got "
-                         f"{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}")
-    image = as_unit_range(image, "image", model.dtype)
+    image = as_unit_range(as_image(image, model.config.in_channels), "image", model.dtype)
     (C, H, W), (th, tw) = image.shape, model.config.input_size
     if H < th or W < tw:
         raise ValueError(f"image must be at least the model's input size {th}x{tw}, got {H}x{W}")
     if overlap < 0 or overlap >= min(th, tw):
         raise ValueError(f"overlap must be in [0, {min(th, tw)}), got {overlap}")
-    Hs, Ws = (round(H * scale), round(W * scale)) if size is None else size
+    if size is None:
+        scale = as_scale(scale)
+        size = (max(1, round(H * scale)), max(1, round(W * scale)))
+    size = as_size(size, 2)
+    Hs, Ws = size
     uy, ux = ((torch.arange(n) + 0.5) * m / n for n, m in ((Hs, H), (Ws, W)))   # output centres, input pixels
     cell = torch.tensor([H / Hs / th, W / Ws / tw])
     out, wsum = torch.zeros(C, Hs, Ws), torch.zeros(1, Hs, Ws)

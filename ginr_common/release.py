@@ -1,51 +1,103 @@
-"""Build the shipped weights of the notebook models.
+"""Build, check and report the shipped weights of the notebook models.
 
-    python -m ginr_common.release --names standard_fourier --seed 0
-    python -m ginr_common.release --names gaussian_fourier scent flow_sparse
+    python -m ginr_common.release --names standard_fourier --seed 0     # train or reuse, evaluate, write
+    python -m ginr_common.release --verify                              # re-measure every shipped number
+    python -m ginr_common.release --readme                              # rewrite the README's results block
 
 For each name: train (or reuse, or resume) its cpu-profile run in checkpoints/<name>-<hash>,
 evaluate the run's best.pt on the held-out test photographs, and write
 ginr_common/weights/<name>/ with model.safetensors, config.json and manifest.json. The manifest
 records the training command, the training configuration, the data's identity (with its sha256),
-the commit of the code, the measured numbers, and a ``check``: a quick evaluation that
-``tests/test_pretrained.py`` repeats on the shipped weights.
+the commit of the code, the sha256 of each weights file (checked at every load), the evaluation's
+options and every number it measured (``results``). ``--verify`` evaluates the shipped weights
+again with those options and compares every number with the manifest's (``TOLERANCE``); the
+README's results block is generated from the manifests (``readme_block``) and a test keeps the
+two equal.
 """
 import argparse
 import json
+import math
+import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from ginr_common.baselines import bicubic, interpolate_sparse
-from ginr_common.checkpoints import PRETRAINED, WEIGHTS, load_checkpoint, load_pretrained, save_pretrained
+from ginr_common.checkpoints import PRETRAINED, WEIGHTS, load_checkpoint, load_pretrained, pretrained_manifest, \
+    save_pretrained
 from ginr_common.configs import config_json, get_config, run_name
 from ginr_common.data import load_dataset, load_sr_pairs
-from ginr_common.evaluate import evaluate_checkpoint
+from ginr_common.evaluate import evaluate_checkpoint, evaluate_model
 from ginr_common.metrics import psnr
-from ginr_common.tasks.recon import evaluate_reconstruction
-from ginr_common.tasks.sparse_flow import evaluate_sparse, observe
+from ginr_common.tasks.sparse_flow import observe
 from ginr_common.viz import image_row
 from ginr_common.train import CHECKPOINTS, fit
 
-CHECK_TILES = 8          # flow models: test tiles of the quick check
+README = Path(__file__).resolve().parents[1] / "README.md"
+EVAL_OPTIONS = ("n_images", "k", "steps", "solver")   # the flow evaluation's options, as its results record them
+# how far a re-measured number may lie from the manifest's: dB (PSNR) absolute, SSIM absolute, ratios
+# (total variation, grid artifact) relative; timings are not compared, counts and settings must be equal
+TOLERANCE = {"psnr": 0.05, "ssim": 0.002, "ratio": 0.01}
 
 
-def check(model, datasets):
-    """The quick evaluation stored in a manifest and repeated by the tests: reconstruction models,
-    PSNR on the whole test split; flow models, PSNR on the unobserved pixels of ``CHECK_TILES``
-    test tiles (the estimate, one sample and the mean of 4 in antithetic pairs, Euler 8 steps, seed 0)."""
-    test = datasets["test"]
-    if hasattr(model, "sample"):
-        pick = torch.linspace(0, len(test) - 1, CHECK_TILES).long()
-        images = torch.stack([test[int(i)][0] for i in pick])
-        r = evaluate_sparse(model, images, ks=(1, 4), steps=8)
-        return {"protocol": f"sparse: {CHECK_TILES} test tiles, Euler 8 steps, seed 0, antithetic pairs, PSNR on "
-                            "unobserved pixels",
-                "psnr": {k: r[k]["psnr_unobserved"] for k in ("estimate", "sample", "mean_4")}}
-    return {"protocol": "reconstruction of the test split at 32x32",
-            "psnr": {"test": evaluate_reconstruction(model, test, with_ssim=False)["psnr"]}}
+def eval_options(results):
+    """The options of the evaluation that produced ``results`` (what ``evaluate_model`` takes)."""
+    return {k: results[k] for k in EVAL_OPTIONS if k in results}
+
+
+def measure(model, name, options):
+    """The shipped evaluation of ``model`` (the task of config ``name``) with ``options``: its results."""
+    with tempfile.TemporaryDirectory() as out:
+        results, _ = evaluate_model(model, name, out, progress=False, **options)
+    return results
+
+
+def _leaves(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def compare(measured, recorded):
+    """The numbers of ``recorded`` (a manifest's results) that ``measured`` does not reproduce within
+    ``TOLERANCE``: a list of "key: recorded -> measured" lines (empty when all agree)."""
+    got, want = _leaves(measured), _leaves(recorded)
+    bad = []
+    for key, w in want.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if key in ("checkpoint", "step", "data") or leaf.startswith("seconds"):
+            continue       # where the weights came from, and timings: not re-measurable
+        if key not in got:
+            bad.append(f"{key}: {w} recorded, not measured")
+            continue
+        g = got[key]
+        if isinstance(w, (int, float)) and not isinstance(w, bool) and isinstance(w, float):
+            if leaf.startswith("psnr"):
+                ok = abs(g - w) <= TOLERANCE["psnr"]
+            elif leaf == "ssim":
+                ok = abs(g - w) <= TOLERANCE["ssim"]
+            else:
+                ok = abs(g - w) <= TOLERANCE["ratio"] * abs(w)
+            if not ok or not math.isfinite(g):
+                bad.append(f"{key}: {w:.4f} recorded, {g:.4f} measured")
+        elif g != w:
+            bad.append(f"{key}: {w!r} recorded, {g!r} measured")
+    return bad
+
+
+def verify(name):
+    """Re-measure the shipped model ``name`` with its manifest's evaluation options; the lines
+    where the manifest's results are not reproduced (empty: every number holds)."""
+    results = pretrained_manifest(name)["results"]
+    return compare(measure(load_pretrained(name), name, eval_options(results)), results)
 
 
 def commit():
@@ -75,10 +127,69 @@ def release(name, seed=0, profile="cpu"):
         "profile": profile, "seed": seed, "commit": commit(), "data": ckpt.get("data"),
         "best_step": ckpt["train_state"].get("step"), "train_seconds": metrics.get("train_seconds"),
         "train_config": config_json(cfg), "results": results,
-        "check": check(model, load_dataset("photos")),
         "seconds_to_build": round(time.time() - t0),
     }
     return save_pretrained(model, WEIGHTS / name, manifest)
+
+
+NOTEBOOKS = {"standard_fourier": ("01", "01_standard_fourier.ipynb", "standard Fourier features + ResidualBlocks"),
+             "gaussian_fourier": ("02", "02_gaussian_fourier.ipynb", "Gaussian Fourier features, super-resolution"),
+             "scent": ("03", "03_scent_decoder.ipynb", "SCENT-style decoder"),
+             "flow_sparse": ("04", "04_flow_matching_sparse.ipynb", "flow matching from 20% of the pixels")}
+BLOCK = re.compile(r"(<!-- results: generated .*? -->\n)(.*?)(<!-- /results -->)", re.S)
+
+
+def _gain(x, word=("above", "below")):
+    return f"{abs(x):.2f} dB {word[0] if x >= 0 else word[1]}"
+
+
+def readme_block(manifests=None):
+    """The README's results paragraph and table, from the shipped models' manifests."""
+    man = manifests or {name: pretrained_manifest(name) for name in PRETRAINED}
+    rows, gains = [], []
+    for name, m in man.items():
+        num, nb, what = NOTEBOOKS[name]
+        r = m["results"]
+        link = f"[{num}](notebooks/{nb}) {what}"
+        trained = f"{m['train_seconds'] / 60:.0f} min (kept: step {m['best_step']})"
+        if "super_resolution" in r:
+            sr = r["super_resolution"]
+            mod, bic = ([sr[s][k]["psnr"] for s in ("64", "128")] for k in ("model", "bicubic"))
+            gains.append((num, mod[0] - bic[0], mod[1] - bic[1]))
+            rows.append(f"| {link} | `{name}` | reconstruction of unseen 32x32 tiles: {r['test']['psnr']:.2f} dB; render "
+                        f"x2 / x4: {mod[0]:.2f} / {mod[1]:.2f} dB | bicubic x2 / x4: {bic[0]:.2f} / {bic[1]:.2f} dB | "
+                        f"{trained} |")
+        else:
+            f, z = r["free"], r["zero_shot"]
+            k = r["k"]
+            rows.append(f"| {link} | `{name}` | unobserved pixels ({r['n_images']} tiles), mean of {k} samples / one "
+                        f"sample: {f[f'mean_{k}']['psnr_unobserved']:.2f} / {f['sample']['psnr_unobserved']:.2f} dB; "
+                        f"zero-shot 64 / 128 (mean of 4): {z['64']['mean_4']['psnr']:.2f} / "
+                        f"{z['128']['mean_4']['psnr']:.2f} dB | linear interpolation: "
+                        f"{f['linear']['psnr_unobserved']:.2f} dB; linear + bicubic 64 / 128: "
+                        f"{z['64']['linear+bicubic']['psnr']:.2f} / {z['128']['linear+bicubic']['psnr']:.2f} dB | "
+                        f"{trained} |")
+            flow = (f[f"mean_{k}"]["psnr_unobserved"] - f["linear"]["psnr_unobserved"],
+                    f["sample"]["psnr_unobserved"] - f["linear"]["psnr_unobserved"], f["sample"]["tv_ratio"], k)
+    text = ["With the shipped weights, on the held-out test photographs: "
+            + "; ".join(f"notebook {int(n)} renders {_gain(a)} bicubic at x2 and {_gain(b)} it at x4" for n, a, b in gains)]
+    if "flow_sparse" in man:
+        text.append(f"notebook 4's mean of {flow[3]} samples is {_gain(flow[0])} linear interpolation on the "
+                    f"unobserved pixels, one sample {_gain(flow[1])} it with a total variation {flow[2]:.2f}x the "
+                    "truth's (a sample keeps texture that the mean averages away).")
+    table = ["| notebook | model | headline (held-out photographs) | baseline | training (cpu profile, 2 cores) |",
+             "|---|---|---|---|---|", *rows]
+    return "; ".join(text) + "\n\n" + "\n".join(table) + "\n"
+
+
+def write_readme(path=README):
+    """Rewrite the generated results block of the README from the manifests; returns the path."""
+    text = Path(path).read_text()
+    if not BLOCK.search(text):
+        raise ValueError(f"{path} has no generated results block (<!-- results: generated ... --> ... "
+                         "<!-- /results -->)")
+    Path(path).write_text(BLOCK.sub(lambda m: m.group(1) + readme_block() + m.group(3), text))
+    return path
 
 
 def teaser(path, crop=9, tile=300):
@@ -111,10 +222,25 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--teaser", default=None, help="only write the README's figure from the shipped models to this path")
+    p.add_argument("--verify", action="store_true",
+                   help="re-measure the shipped models of --names against their manifests (exit 1 on a difference)")
+    p.add_argument("--readme", action="store_true", help="only rewrite the README's results block from the manifests")
     a = p.parse_args(argv)
     if a.teaser:
         print(teaser(a.teaser), file=sys.stderr)
         return
+    if a.readme:
+        print(write_readme(), file=sys.stderr)
+        return
+    if a.verify:
+        failed = False
+        for name in a.names:
+            t0 = time.time()
+            bad = verify(name)
+            failed |= bool(bad)
+            print(f"{name}: " + ("every number of the manifest reproduced" if not bad else
+                                 "NOT reproduced:\n  " + "\n  ".join(bad)) + f" ({time.time() - t0:.0f} s)")
+        sys.exit(1 if failed else 0)
     for name in a.names:
         out = release(name, a.seed, a.profile)
         print(f"{name}: {out}", file=sys.stderr)

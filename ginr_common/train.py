@@ -101,6 +101,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     evaluated = ema.module if ema else model
     state = {"step": 0, "best_val_psnr": -math.inf, "best_step": None, "history": [], "elapsed_s": 0.0}
     last = out / "last.pt"
+    saved = {"last.pt": None}       # the step of this run's last.pt, once one exists
     if last.exists() and resume:
         prev, ckpt = load_checkpoint(last, map_location=device)
         diff = run_differences(ckpt, cfg, identity)
@@ -114,6 +115,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = ckpt["train_state"]
+        saved["last.pt"] = state["step"]
         if rank == 0 and progress:
             print(f"resuming from {last} at step {state['step']}")
     elif last.exists() and not fresh:
@@ -134,6 +136,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         extra = {"ema_updates": int(ema.n_averaged), "trained_weights": model.state_dict()} if ema else {}
         save_checkpoint(out / name, evaluated, train_state=state, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(), train_config=plain(cfg), data=identity, **extra)
+        saved[name] = state["step"]
 
     while state["step"] < cfg.steps:
         step = state["step"]
@@ -144,8 +147,9 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         loss = loss.float()
         if not torch.isfinite(loss):
             bar.close()
-            raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step + 1}; stopped. The last good "
-                                     f"checkpoint is {last} (step of its last save)")
+            kept = (f"The last good checkpoint is {last} (step {saved['last.pt']})" if saved["last.pt"] is not None
+                    else f"No checkpoint of this run was saved in {out} before it")
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step + 1}; stopped. {kept}.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

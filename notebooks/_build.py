@@ -43,7 +43,8 @@ print(viz.recon_summary(results))"""
 FIGURE = """f = task.figures
 viz.sr_figure(f["lr"], f["renders"], n=3, title=f"{{CONFIG}} (shipped): held-out photographs, |error| x4 maps");"""
 
-OWN = """# your own image: any file (PIL.Image.open(path)), array or tensor (C, H, W) in [0, 1], at least 32x32,
+OWN = """# your own image, at least 32x32: a PIL image (PIL.Image.open(path)), an (H, W, C) NumPy array (uint8, or
+# floats in [0, 1]) or a (C, H, W) tensor; RGBA loses its alpha channel, grayscale is repeated to RGB. It is
 # rendered at any size or scale factor beside bicubic. Here a crop of a held-out photograph, downsampled
 # 4x, rendered back at 3.7x and compared with the real photograph at that size.
 from skimage import data as photos
@@ -146,7 +147,7 @@ FLOW_SETUP = """import os
 import matplotlib.pyplot as plt
 import torch
 
-from ginr_common import describe_pretrained, load_checkpoint, load_pretrained, make_grid, viz
+from ginr_common import describe_pretrained, load_checkpoint, load_pretrained, make_grid, pretrained_manifest, viz
 from ginr_common.configs import config_json, default_profile, get_config, run_name
 from ginr_common.data import load_dataset
 from ginr_common.evaluate import evaluate_model
@@ -156,7 +157,7 @@ from ginr_common.train import CHECKPOINTS, fit
 CONFIG = "flow_sparse"
 PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
 TRAIN = os.environ.get("GINR_TRAIN", "1" if PROFILE == "smoke" else "0") == "1"   # train from scratch at the end
-# evaluation budget: test tiles at 32x32, samples per tile (the mean of 4 and of K are scored), ODE steps
+# the figures' evaluation: test tiles at 32x32, samples per tile (the mean of 4 and of K are drawn), ODE steps
 N_EVAL, K, STEPS = {"smoke": (4, 2, 2), "cpu": (16, 16, 8), "full": (256, 16, 8)}[PROFILE]
 plt.rcParams["figure.dpi"] = 120
 data = load_dataset("photos")
@@ -169,12 +170,15 @@ oc, ov, grid, unobserved = observe(images, model.config.observe_frac)   # the ev
 viz.image_row([*images, *(images * (~unobserved).reshape(4, 1, 32, 32))], ["held-out tile"] * 4 + ["observed 20%"] * 4,
               size=1.5);"""
 
-FLOW_RESULTS = """OUT = CHECKPOINTS / f"{CONFIG}-shipped"
+FLOW_RESULTS = """# the shipped model's numbers, as its manifest records them (32 test tiles, 8 HR crops for the zero-shot
+# rows; python -m ginr_common.release --verify measures every one of them again, in about four minutes)
+shipped = pretrained_manifest(CONFIG)["results"]
+print(f"{shipped['n_images']} held-out tiles, {shipped['solver']} {shipped['steps']} steps, means of 4 and {shipped['k']}:")
+print(viz.sparse_summary(shipped))
+# the figures below come from a quicker evaluation of N_EVAL of those tiles (its numbers are in results)
+OUT = CHECKPOINTS / f"{CONFIG}-shipped"
 results, task = evaluate_model(model, CONFIG, OUT, data, n_images=N_EVAL, k=K, steps=STEPS, n_hr=2, k_hr=4,
-                               sizes=(64, 128), progress=False)
-print(f"{results['n_images']} held-out tiles, {results['solver']} {results['steps']} steps; s per image: "
-      f"{results['free']['sample']['seconds_per_image']:.2f} for one sample")
-print(viz.sparse_summary(results))"""
+                               sizes=(64, 128), progress=False)"""
 
 FLOW_FIG = """viz.sparse_figure(task.figures["sparse"], task.figures["truth"], n=4,
                   title=f"{CONFIG} (shipped): 20% observed; one sample, means of 4 and {K}, spread over {K}");"""
@@ -229,7 +233,9 @@ def flow_notebook():
                 "one whose single samples come closest to the truth on the validation photograph."),
              code(FLOW_SETUP),
              md("## The model and the observations"), code(FLOW_SHIPPED),
-             md("## Results on held-out photographs\nPSNR on the whole tile and on the unobserved pixels, SSIM, and "
+             md("## Results on held-out photographs\nThe shipped model's numbers on 32 held-out tiles, as its manifest "
+                "records them (the README's row; the test suite measures them again). "
+                "PSNR on the whole tile and on the unobserved pixels, SSIM, and "
                 "a sample's total variation against the truth's (above 1: speckle; below 1: blur), for the model's "
                 "one-shot estimate, one sample, the means of 4 and K samples, free or holding the observed pixels on "
                 "their values; nearest and linear interpolation (scipy's griddata) on the same observations. The "

@@ -146,6 +146,36 @@ def test_local_decoder_reads_only_nearby_features(sources, seed):
         assert not torch.allclose(dec(lat, q, tokens=tok, cell=cell * 2), base)
 
 
+@pytest.mark.parametrize("shape", [(4, 6), (3, 4, 5)])
+def test_local_reader_offsets_point_from_the_lattice_point_to_the_query(shape, seed):
+    """A known answer for the offsets, in float64: every lattice point's feature is its own position
+    (in lattice units), the offset enters as itself (features of the offset = the offset), so each
+    corner's pre-activation is point + (query - point) = the query's position u, and the reading is
+    GELU(u) at every query, inside the lattice and beyond its border. An offset read with the wrong
+    sign (point - query) gives 2 point - u, which differs from corner to corner."""
+    from torch import nn
+
+    from ginr_common.decoders import LocalReader
+
+    d = len(shape)
+    reader = LocalReader(shape, d, d, LocalConfig(hidden=d)).double()
+    reader.ff = nn.Identity()
+    reader.proj_pos = nn.Linear(2 * d, d, bias=False).double()
+    eye = torch.eye(d, dtype=torch.float64)
+    with torch.no_grad():
+        reader.proj_pos.weight.copy_(torch.cat([eye, torch.zeros(d, d, dtype=torch.float64)], 1))  # offset only
+        reader.proj_feat.weight.copy_(eye)
+        reader.proj_feat.bias.zero_()
+        reader.out.weight.copy_(eye)
+        reader.out.bias.zero_()
+    points = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij"), -1)
+    feats = points.reshape(1, -1, d).expand(2, -1, -1)
+    q = torch.rand(2, 200, d, dtype=torch.float64) * 1.4 - 0.2            # some queries beyond the border
+    u = q * torch.tensor(shape, dtype=torch.float64) - 0.5                 # the query in lattice units
+    got = reader(feats, q, torch.full_like(q, 0.1))
+    assert torch.allclose(got, F.gelu(u), rtol=0, atol=1e-12)
+
+
 def test_pixel_filter_gathers_the_right_pixels_in_float64(seed):
     """Weights fixed (last layer's bias) to one-hot on a tap: the output is that input pixel, clamped
     at the border, minus the mean of the k^2 taps (float64 index computation beside it); the

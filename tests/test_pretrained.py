@@ -1,15 +1,17 @@
-"""Shipped weights: every notebook model loads offline and reproduces its manifest's numbers on the
-held-out test photographs; save_pretrained / from_pretrained round-trip any model."""
+"""Shipped weights: every notebook model loads offline, its files are the ones its manifest hashed,
+every number its manifest reports is measured again (``release.verify``), and the README's results
+block is the one the manifests generate; save_pretrained / from_pretrained round-trip any model."""
 import json
+import shutil
 
 import pytest
 import torch
 
 from ginr_common import GINRConfig, MambaGINR
-from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, describe_pretrained, from_pretrained, load_pretrained,
-                                     pretrained_manifest, save_pretrained)
+from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, describe_pretrained, file_sha256, from_pretrained,
+                                     load_pretrained, pretrained_manifest, save_pretrained)
 from ginr_common.data import dataset_identity, load_dataset
-from ginr_common.release import check
+from ginr_common.release import BLOCK, README, compare, readme_block, verify
 
 
 @pytest.fixture(scope="module")
@@ -18,20 +20,64 @@ def datasets():
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
-def test_shipped_model_reproduces_its_manifest(name, datasets):
-    model = load_pretrained(name)
+def test_shipped_model_reproduces_every_number_of_its_manifest(name, datasets):
     manifest = pretrained_manifest(name)
     size = sum(f.stat().st_size for f in (WEIGHTS / name).iterdir())
     assert size < 10 * 2**20, f"{name}: {size / 2**20:.1f} MB"
     assert manifest["name"] == name and len(manifest["commit"]) == 40
     assert manifest["training_command"].startswith("python -m ginr_common.train")
+    assert set(manifest["files"]) == {"model.safetensors", "config.json"}
     split = manifest["data"]["split"]       # trained on the photo set this version builds
     assert manifest["data"] == dataset_identity(datasets[split], "photos", split)
     assert manifest["training_command"] in describe_pretrained(name)
-    got = check(model, datasets)
-    assert got["protocol"] == manifest["check"]["protocol"]
-    for key, want in manifest["check"]["psnr"].items():
-        assert abs(got["psnr"][key] - want) < 0.1, (name, key, got["psnr"][key], want)
+    assert verify(name) == []
+
+
+def test_compare_names_every_number_that_moved():
+    """What ``verify`` calls a difference: dB beyond 0.05, SSIM beyond 0.002, ratios beyond 1%, any
+    count; timings and where the weights came from are not compared."""
+    recorded = {"checkpoint": "a/best.pt", "n_images": 32, "seconds_per_image": 1.0,
+                "free": {"sample": {"psnr_unobserved": 21.6, "ssim": 0.73, "tv_ratio": 1.24}}}
+    same = {"checkpoint": "b/best.pt", "n_images": 32, "seconds_per_image": 9.0,
+            "free": {"sample": {"psnr_unobserved": 21.64, "ssim": 0.7315, "tv_ratio": 1.245}}}
+    assert compare(same, recorded) == []
+    moved = json.loads(json.dumps(same))
+    moved["free"]["sample"].update(psnr_unobserved=21.9, ssim=0.735, tv_ratio=1.3)
+    moved["n_images"] = 16
+    bad = compare(moved, recorded)
+    assert [b.split(":")[0] for b in bad] == ["n_images", "free.sample.psnr_unobserved", "free.sample.ssim",
+                                              "free.sample.tv_ratio"]
+    assert compare({}, recorded)[0].startswith("n_images: 32 recorded, not measured")
+
+
+def test_readme_results_are_generated_from_the_manifests():
+    block = BLOCK.search(README.read_text())
+    assert block, "README.md lacks its generated results block"
+    assert block.group(2) == readme_block(), "README.md's results differ from the manifests: python -m " \
+                                             "ginr_common.release --readme rewrites them"
+    text = readme_block()
+    sf = pretrained_manifest("standard_fourier")["results"]["super_resolution"]["64"]
+    assert f"{sf['model']['psnr']:.2f} / " in text and f"{sf['bicubic']['psnr']:.2f} / " in text
+
+
+@pytest.mark.parametrize("target", ["model.safetensors", "config.json"])
+def test_a_changed_weights_file_is_refused_by_name(target, tmp_path):
+    folder = tmp_path / "standard_fourier"
+    shutil.copytree(WEIGHTS / "standard_fourier", folder)
+    assert from_pretrained(folder) is not None                 # the untouched copy loads
+    path = folder / target
+    data = bytearray(path.read_bytes())
+    if target == "model.safetensors":                          # 1000 bytes inside the tensors overwritten
+        data[len(data) // 2:len(data) // 2 + 1000] = b"\x7f" * 1000
+    else:                                                      # a value changed, still valid JSON
+        data = data.replace(b'"dim": 64', b'"dim": 65')
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{target} has changed since its manifest was written: sha256 "
+                                         rf"{file_sha256(path)}"):
+        from_pretrained(folder)
+    path.unlink()
+    with pytest.raises((ValueError, FileNotFoundError), match=target):
+        from_pretrained(folder)
 
 
 def test_load_pretrained_refuses_unknown_names(tmp_path):
@@ -47,7 +93,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path, seed):
     again = from_pretrained(tmp_path / "mine")
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(model.render(x, (40, 40)), again.render(x, (40, 40)))
-    assert json.loads((tmp_path / "mine" / "manifest.json").read_text()) == {"note": "mine"}
+    files = {f: file_sha256(tmp_path / "mine" / f) for f in ("model.safetensors", "config.json")}
+    assert json.loads((tmp_path / "mine" / "manifest.json").read_text()) == {"note": "mine", "files": files}
+    (tmp_path / "mine" / "manifest.json").unlink()             # a folder without a manifest loads unchecked
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
     cfg = json.loads((tmp_path / "mine" / "config.json").read_text())
     cfg["dim"] = 32

@@ -22,7 +22,8 @@ from ginr_common.train import fit, lr_factor
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GINR_TEST_THREADS": "1"}
 CONFIGS = sorted(PROFILES)
 
-# a run that SIGKILLs itself after step argv[3] (0: never), resuming what is in argv[2]
+# a run that SIGKILLs itself after step argv[3] (0: never), resuming what is in argv[2]; it appends
+# every step it trains to the file argv[4]
 KILLABLE = """
 import os, signal, sys
 import torch
@@ -30,8 +31,37 @@ torch.set_num_threads(1)
 from ginr_common.configs import get_config
 from ginr_common.train import fit
 kill_at = int(sys.argv[3])
-fit(get_config(sys.argv[1], "smoke"), out=sys.argv[2], resume=True, progress=False,
-    on_step=lambda step, record: step == kill_at and os.kill(os.getpid(), signal.SIGKILL))
+
+def on_step(step, record):
+    with open(sys.argv[4], "a") as f:
+        f.write(f"{step} ")
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fit(get_config(sys.argv[1], "smoke"), out=sys.argv[2], resume=True, progress=False, on_step=on_step)
+"""
+
+# the command line's training run, recording the batch each process trains on at every step in
+# OUT/batches-rank<R>.pt (argv: the train CLI's arguments, --out OUT among them)
+RECORDING = """
+import os, sys
+import torch
+import ginr_common.train as T
+seen, make_task = [], T.make_task
+
+def recording(cfg):
+    task = make_task(cfg)
+    loss = task.loss
+    def wrapped(net, batch):
+        seen.append({k: v.detach().clone() for k, v in batch.items()})
+        return loss(net, batch)
+    task.loss = wrapped
+    return task
+
+T.make_task = recording
+T.main(sys.argv[1:])
+out = sys.argv[sys.argv.index("--out") + 1]
+torch.save(seen, os.path.join(out, f"batches-rank{os.environ.get('RANK', '0')}.pt"))
 """
 
 
@@ -88,22 +118,45 @@ def test_print_config_shows_the_resolved_configuration():
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_resume_after_hard_kill_matches_uninterrupted_run(name, tmp_path):
-    def go(folder, kill_at):
-        return subprocess.run([sys.executable, "-c", KILLABLE, name, str(tmp_path / folder), str(kill_at)],
-                              capture_output=True, text=True, env=ENV, timeout=600)
+    def go(folder, kill_at, log):
+        return subprocess.run([sys.executable, "-c", KILLABLE, name, str(tmp_path / folder), str(kill_at),
+                               str(tmp_path / log)], capture_output=True, text=True, env=ENV, timeout=600)
 
-    assert go("a", 0).returncode == 0
-    assert go("b", 13).returncode == -9                       # killed after step 13
+    def steps(log):
+        return [int(x) for x in (tmp_path / log).read_text().split()]
+
+    assert go("a", 0, "a.log").returncode == 0
+    assert go("b", 13, "b1.log").returncode == -9                # killed after step 13
+    assert steps("b1.log") == list(range(1, 14))
     _, mid = load_checkpoint(tmp_path / "b" / "last.pt")
     assert mid["train_state"]["step"] == 10                    # the last save before the kill
-    r = go("b", 0)
+    r = go("b", 0, "b2.log")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert steps("b2.log") == list(range(11, 21))              # resumed at step 10: steps 11..20, nothing else
     a, ca = load_checkpoint(tmp_path / "a" / "last.pt")
     b, cb = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ca["train_state"]["step"] == cb["train_state"]["step"] == 20
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+    for key in ("optimizer", "scheduler"):                     # the optimizer's moments and the schedule, too
+        assert_same(ca[key], cb[key], key)
     assert ca["train_state"]["history"] == cb["train_state"]["history"]
+
+
+def assert_same(a, b, where):
+    """Nested dicts / lists of tensors and numbers are equal, bit for bit."""
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
 
 
 def single_scale(name="standard_fourier"):
@@ -180,32 +233,71 @@ def test_weight_average_is_validated_saved_and_resumed_exactly(tmp_path):
         cfg.__post_init__()
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import ginr_common.train as T
+
     cfg = single_scale()
-    cfg.steps, cfg.ckpt_every, cfg.val_every = 8, 3, 100
+    cfg.steps, cfg.ckpt_every, cfg.val_every = 8, 2, 100
     data = load_dataset("photos")
     poisoned = {"train": [(x * float("nan"), y) if i % 2 else (x, y) for i, (x, y) in
                           ((i, data["train"][i]) for i in range(64))], "val": data["val"]}
     # every odd image is NaN: the first batch that holds one is refused with the input named
     with pytest.raises(ValueError, match="images must be finite"):
-        fit(cfg, datasets=poisoned, out=tmp_path, progress=False)
+        fit(cfg, datasets=poisoned, out=tmp_path / "poisoned", progress=False)
     clean = {"train": [data["train"][i] for i in range(64)], "val": data["val"]}
-    fit(cfg, datasets=clean, out=tmp_path, progress=False)
-    # a loss that becomes non-finite (here: the learning rate blows the weights up) stops training
-    cfg.lr = 1e30
-    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+"):
-        fit(cfg, datasets=clean, out=tmp_path / "blowup", progress=False)
-    model, ckpt = load_checkpoint(tmp_path / "last.pt")
-    assert ckpt["train_state"]["step"] == 8
+    # a loss that becomes non-finite at step 5 stops training; the message names the run's own
+    # last.pt, saved at step 4, which holds finite weights
+    make_task = T.make_task
+
+    def nan_from_step_5(c):
+        task = make_task(c)
+        loss, calls = task.loss, []
+
+        def wrapped(net, batch):
+            calls.append(1)
+            value, p = loss(net, batch)
+            return (value * float("nan") if len(calls) >= 5 else value), p
+        task.loss = wrapped
+        return task
+
+    monkeypatch.setattr(T, "make_task", nan_from_step_5)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step 5; stopped\. The last good checkpoint "
+                                                 r"is \S+ \(step 4\)") as err:
+        fit(cfg, datasets=clean, out=tmp_path / "late", progress=False)
+    named = err.value.args[0].split("checkpoint is ")[1].split(" (step")[0]
+    assert named == str(tmp_path / "late" / "last.pt")
+    model, ckpt = load_checkpoint(named)
+    assert ckpt["train_state"]["step"] == 4
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    monkeypatch.setattr(T, "make_task", make_task)
+    # blown up before any save (the learning rate blows the weights up): the message says none was saved
+    cfg.lr = 1e30
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+; stopped\. No checkpoint of this "
+                                                 r"run was saved in \S+blowup before it"):
+        fit(cfg, datasets=clean, out=tmp_path / "blowup", progress=False)
+    assert not (tmp_path / "blowup" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("name", ["gaussian_fourier", "flow_sparse"])
 def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(name, tmp_path):
+    script = tmp_path / "recording.py"
+    script.write_text(RECORDING)
     common = ["--config", name, "--profile", "smoke", "--steps", "4"]
-    run(*common, "--out", str(tmp_path / "two"),
-        launcher=("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"))
-    run(*common, "--out", str(tmp_path / "one"))
+    for launcher, folder in (((sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", "29533"), "two"), ((sys.executable,), "one")):
+        r = subprocess.run([*launcher, str(script), *common, "--out", str(tmp_path / folder)], capture_output=True,
+                           text=True, env=ENV, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    # each process trains its own half of every global batch: rank r the rows r::2
+    whole = torch.load(tmp_path / "one" / "batches-rank0.pt")
+    ranks = [torch.load(tmp_path / "two" / f"batches-rank{r}.pt") for r in range(2)]
+    assert len(whole) == len(ranks[0]) == len(ranks[1]) == 4
+    for step, batch in enumerate(whole):
+        assert batch.keys() == ranks[0][step].keys() == ranks[1][step].keys()
+        for k, v in batch.items():
+            assert len(v) == get_config(name, "smoke").batch_size, k
+            for r in range(2):
+                assert torch.equal(ranks[r][step][k], v[r::2]), (step, k, r)
     two, c2 = load_checkpoint(tmp_path / "two" / "last.pt")
     one, c1 = load_checkpoint(tmp_path / "one" / "last.pt")
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
@@ -219,6 +311,32 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(name, tm
     torch.manual_seed(cfg.seed)
     init = model_for(cfg.model).state_dict()                   # and training moved the weights
     assert max(float((v - init[k]).abs().max()) for k, v in trained.items()) > 1e-3
+
+
+@pytest.mark.parametrize("name, profile", [(n, p) for n in CONFIGS for p in sorted(PROFILES[n])])
+def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
+    """Every (config, profile) pair, the GPU-sized ``full`` included, builds its model, makes its
+    task's batches (the estimate stage's and the joint one's for the flow) and takes one optimizer
+    step on CPU that moves the weights, with a finite loss."""
+    from ginr_common.train import param_groups
+
+    cfg = get_config(name, profile)
+    cfg.batch_size = 2
+    task = make_task(cfg)
+    size = 128 if cfg.sr_scales else cfg.model.input_size[0]
+    train = ImageTensorDataset((torch.rand(4, cfg.model.in_channels, size, size) * 255).to(torch.uint8))
+    torch.manual_seed(cfg.seed)
+    model = model_for(cfg.model)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    for step in sorted({0, cfg.estimate_steps}):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        loss, _ = task.loss(model, task.batch(train, step))
+        assert torch.isfinite(loss), (name, profile, step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        assert max(float((v - before[k]).abs().max()) for k, v in model.state_dict().items()) > 0
 
 
 def test_metrics():
