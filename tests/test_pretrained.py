@@ -95,8 +95,8 @@ def test_save_and_from_pretrained_round_trip(tmp_path, seed):
     assert torch.equal(model.render(x, (40, 40)), again.render(x, (40, 40)))
     files = {f: file_sha256(tmp_path / "mine" / f) for f in ("model.safetensors", "config.json")}
     assert json.loads((tmp_path / "mine" / "manifest.json").read_text()) == {"note": "mine", "files": files}
-    (tmp_path / "mine" / "manifest.json").unlink()             # a folder without a manifest loads unchecked
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
+    (tmp_path / "mine" / "manifest.json").unlink()             # a folder without a manifest loads unchecked
     cfg = json.loads((tmp_path / "mine" / "config.json").read_text())
     cfg["dim"] = 32
     (tmp_path / "mine" / "config.json").write_text(json.dumps(cfg))
