@@ -8,7 +8,9 @@ images at batch 64 with 5 warm-up epochs; flow: lr 1e-4, 100 epochs).
 
     python -m ginr_common.train --config scent --profile cpu --print-config
 
-prints one of them resolved. ``get_config`` returns a copy to edit.
+prints one of them resolved. ``get_config`` returns a copy to edit; ``with_settings(cfg, {"lr": 1e-3,
+"model.input_size": [64, 64]})`` a copy with any fields changed (``--set KEY=VALUE`` on the command
+line), and ``load_config_file(path)`` reads what ``--print-config`` prints (``--config-file``).
 """
 import copy
 import dataclasses
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -230,3 +233,67 @@ def train_config_from_checkpoint(ckpt):
         stored["task"] = "sparse_flow" if isinstance(model, FlowConfig) else "sr" if stored.get("sr_scales") else "recon"
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(model=model, **{k: v for k, v in stored.items() if k in known})
+
+
+def with_settings(cfg, settings):
+    """A copy of the TrainConfig ``cfg`` with ``settings`` applied: {dotted field: value}, e.g.
+    {"lr": 1e-3, "model.input_size": [64, 64], "model.decoder.hidden": 256}; string values are read
+    as JSON where they parse ("1e-3", "[64, 64]", "true"). A field that does not exist or a value of
+    the wrong type raises ValueError naming the field (an int where a float is expected is
+    converted); the result is validated as a whole (every config's checks run again)."""
+    d = plain(cfg)
+    for key, value in settings.items():
+        *path, leaf = key.split(".")
+        obj, node = cfg, d
+        for i, part in enumerate(path):
+            if not dataclasses.is_dataclass(getattr(obj, part, None)):
+                sections = [f.name for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))]
+                raise ValueError(f"unknown setting {key!r}: {'.'.join(path[:i]) or 'the training config'} has no "
+                                 f"section {part!r} (sections: {sections})")
+            obj, node = getattr(obj, part), node[part]
+        types = {f.name: f.type for f in dataclasses.fields(obj)}
+        if leaf not in types:
+            raise ValueError(f"unknown setting {key!r}: {'.'.join(path) or 'the training config'} has no field "
+                             f"{leaf!r} (fields: {sorted(types)})")
+        node[leaf] = _typed(key, value, types[leaf], node[leaf])
+    return config_from_json(d)
+
+
+def _typed(key, value, kind, current):
+    """``value`` for a field of annotation ``kind`` (a JSON string is decoded first)."""
+    if isinstance(value, str) and kind not in (str, "str"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"{key} must be a JSON value like {json.dumps(current)}, got {value!r}") from None
+    want = {"int": int, "float": float, "bool": bool, "str": str, "tuple": tuple}.get(kind, kind)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool), float: lambda v: isinstance(v, float),
+          bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str),
+          tuple: lambda v: isinstance(v, (list, tuple))}.get(want, lambda v: True)
+    if not ok(value):
+        raise ValueError(f"{key} must be {getattr(want, '__name__', want)} like {json.dumps(current)}, got {value!r}")
+    return list(value) if isinstance(value, tuple) else value
+
+
+def config_from_json(d):
+    """The TrainConfig of a dict as ``config_json`` prints it (``--print-config``); its model's family
+    follows its task: sparse_flow trains a FlowConfig, recon and sr a GINRConfig."""
+    d = dict(d)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+    if not isinstance(d.get("model"), dict):
+        raise ValueError("the training config needs its model, a dict of the model's fields ('model': {...})")
+    family = "flow" if d.get("task") == "sparse_flow" else "ginr"
+    return TrainConfig(model=config_from_dict({"family": family, **d.pop("model")}), **d)
+
+
+def load_config_file(path):
+    """The TrainConfig in a JSON file as ``--print-config`` prints it (ValueError naming the file)."""
+    try:
+        return config_from_json(json.loads(Path(path).read_text()))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a training config as --print-config prints it: {e}") from e

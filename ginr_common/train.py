@@ -1,7 +1,8 @@
 """The training loop, the same for every task.
 
     python -m ginr_common.train --config standard_fourier --profile smoke|cpu|full [--data photos|cifar10]
-                                [--out DIR] [--resume | --fresh] [--steps N] [--print-config]
+                                [--out DIR] [--resume | --fresh] [--steps N] [--seed S] [--print-config]
+                                [--set KEY=VALUE ...] [--config-file FILE]
     torchrun --nproc_per_node N -m ginr_common.train ...      (DDP; gloo on CPU, nccl on CUDA)
 
 AdamW, linear warm-up then cosine per step, gradient clipping, bf16 autocast on CUDA, tqdm with
@@ -30,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ginr_common.checkpoints import load_checkpoint, model_for, plain, save_checkpoint
-from ginr_common.configs import config_json, default_profile, get_config, run_name
+from ginr_common.configs import config_json, default_profile, get_config, load_config_file, run_name, with_settings
 from ginr_common.data import dataset_identity, load_dataset
 from ginr_common.tasks import make_task, shard
 from ginr_common.tasks.base import write_json
@@ -218,14 +219,29 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None,
                    help="override the profile's number of steps (an estimate stage keeps its share)")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any field of the configuration, dotted, the value in JSON (repeatable): "
+                        "--set lr=1e-3 --set 'model.input_size=[64, 64]' --set model.decoder.hidden=256")
+    p.add_argument("--config-file", default=None,
+                   help="a JSON training configuration as --print-config prints it (instead of --config/--profile)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     a = p.parse_args(argv)
-    cfg = get_config(a.config, a.profile or default_profile())
-    if a.steps:   # the estimate stage (sparse_flow) keeps its share of the steps
-        cfg.estimate_steps = cfg.estimate_steps * a.steps // cfg.steps
-        cfg.steps = a.steps
-    if a.seed is not None:
-        cfg.seed = a.seed
+    settings = {}
+    for item in a.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            p.error(f"--set takes KEY=VALUE (e.g. --set lr=1e-3), got {item!r}")
+        settings[key.strip()] = value
+    try:
+        cfg = load_config_file(a.config_file) if a.config_file else get_config(a.config, a.profile or default_profile())
+        if a.steps:   # the estimate stage (sparse_flow) keeps its share of the steps
+            cfg.estimate_steps = cfg.estimate_steps * a.steps // cfg.steps
+            cfg.steps = a.steps
+        if a.seed is not None:
+            cfg.seed = a.seed
+        cfg = with_settings(cfg, settings)
+    except ValueError as e:
+        p.error(str(e))
     if a.print_config:
         print(config_json(cfg))
         return

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ginr_common.checkpoints import load_checkpoint, model_for
-from ginr_common.configs import PROFILES, get_config, run_name, train_config_from_checkpoint
+from ginr_common.configs import (PROFILES, config_json, get_config, load_config_file, run_name,
+                                 train_config_from_checkpoint, with_settings)
 from ginr_common.data import ImageTensorDataset, load_dataset, resize
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import psnr, ssim
@@ -396,3 +397,61 @@ def test_a_long_cpu_run_warns_with_an_estimate():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_long(get_config("standard_fourier", "cpu"), 0.3)      # 1500 x 0.3 s: no warning
+
+
+def test_settings_set_any_field_by_its_dotted_name():
+    cfg = get_config("standard_fourier", "smoke")
+    new = with_settings(cfg, {"lr": "1e-3", "model.input_size": "[64, 64]", "model.decoder.hidden": 96,
+                              "sr_scales": [1, 2], "augment": "true", "model.decoder.max_freq": 8})
+    assert new.lr == 1e-3 and new.model.input_size == (64, 64) and new.model.decoder.hidden == 96
+    assert new.sr_scales == (1, 2) and new.augment is True and new.model.decoder.max_freq == 8.0
+    assert cfg == get_config("standard_fourier", "smoke")            # the original is untouched
+    assert with_settings(cfg, {}) == cfg
+    for bad, message in [({"learning_rate": 1}, r"unknown setting 'learning_rate': the training config has no field "
+                                                  r"'learning_rate' \(fields: .*'lr'"),
+                         ({"model.decoder.width": 1}, r"unknown setting 'model.decoder.width': model.decoder has no "
+                                                      r"field 'width'"),
+                         ({"lr.x": 1}, r"unknown setting 'lr.x': the training config has no section 'lr'"),
+                         ({"lr": "fast"}, r"lr must be a JSON value like 0.001, got 'fast'"),
+                         ({"steps": 1.5}, r"steps must be int like 20, got 1.5"),
+                         ({"augment": 1}, r"augment must be bool"),
+                         ({"model.decoder.features": "wavelet"}, r"features must be 'fourier' or 'gaussian'"),
+                         ({"task": "sparse_flow"}, r"(?s)stored flow config has fields this version does not know")]:
+        with pytest.raises(ValueError, match=message):
+            with_settings(cfg, bad)
+
+
+@pytest.mark.parametrize("name, profile", [(n, p) for n in CONFIGS for p in sorted(PROFILES[n])])
+def test_printed_config_reads_back_as_the_same_config(name, profile, tmp_path):
+    cfg = get_config(name, profile)
+    (tmp_path / "c.json").write_text(config_json(cfg))
+    again = load_config_file(tmp_path / "c.json")
+    assert again == cfg and run_name(again) == run_name(cfg)
+
+
+def test_cli_sets_fields_and_reads_config_files(tmp_path):
+    shown = json.loads(run("--config", "scent", "--profile", "smoke", "--set", "lr=3e-4", "--set",
+                           "model.decoder.heads=2", "--print-config").stdout)
+    assert shown["lr"] == 3e-4 and shown["model"]["decoder"]["heads"] == 2 and shown["steps"] == 20
+    shown["steps"] = 7
+    (tmp_path / "mine.json").write_text(json.dumps(shown))
+    again = json.loads(run("--config-file", str(tmp_path / "mine.json"), "--set", "seed=3", "--print-config").stdout)
+    assert again == {**shown, "seed": 3}
+    r = run("--config", "scent", "--profile", "smoke", "--set", "lr", check=False)
+    assert r.returncode != 0 and "--set takes KEY=VALUE" in r.stderr
+    r = run("--config", "scent", "--profile", "smoke", "--set", "model.dims=3", check=False)
+    assert r.returncode != 0 and "unknown setting 'model.dims'" in r.stderr
+    (tmp_path / "bad.json").write_text("{")
+    r = run("--config-file", str(tmp_path / "bad.json"), "--print-config", check=False)
+    assert r.returncode != 0 and "bad.json: not a training config" in r.stderr
+
+
+def test_a_model_size_the_data_does_not_have_is_refused_naming_the_field():
+    data = load_dataset("photos")
+    for cfg, split in ((get_config("standard_fourier", "smoke"), "val"), (single_scale(), "train")):
+        cfg = with_settings(cfg, {"model.input_size": [64, 64]})
+        with pytest.raises(ValueError, match=rf"model.input_size=\(64, 64\) does not fit the data: the 'photos' "
+                                             rf"data's {split} images are 32x32; set model.input_size=\[32, 32\]"):
+            fit(cfg, datasets=data, progress=False)
+    with pytest.raises(ValueError, match=r"model.in_channels=1 does not fit the data: .* have 3 channels"):
+        fit(with_settings(single_scale(), {"model.in_channels": 1}), datasets=data, progress=False)

@@ -38,6 +38,21 @@ class Task:
             if split not in datasets:
                 raise ValueError(f"task {self.name!r} needs the {split!r} split, which the {data!r} data "
                                  f"does not have (it has {sorted(datasets)})")
+        m = self.cfg.model
+        size = tuple(m.input_size)
+        for split in (self.train_split, "val"):
+            if len(datasets[split]) == 0:
+                raise ValueError(f"the {data!r} data's {split!r} split is empty")
+            shape = tuple(datasets[split][0][0].shape)
+            if shape[0] != m.in_channels:
+                raise ValueError(f"model.in_channels={m.in_channels} does not fit the data: the {data!r} data's "
+                                 f"{split} images have {shape[0]} channels; set model.in_channels={shape[0]}")
+            hw = shape[1:]
+            fits = all(a >= b for a, b in zip(hw, size)) if split == "train_hr" else hw == size
+            if len(hw) != len(size) or not fits:
+                raise ValueError(f"model.input_size={size} does not fit the data: the {data!r} data's {split} images "
+                                 f"are {'x'.join(map(str, hw))}; set model.input_size={list(hw)} "
+                                 f"(--set 'model.input_size={list(hw)}') or use data of that size")
 
     def batch(self, train_set, step):
         raise NotImplementedError
