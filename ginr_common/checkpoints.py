@@ -14,11 +14,12 @@ of the shipped models (``PRETRAINED``) without network.
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from ginr_common._io import atomic_write, write_json
 
 from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.model import GINRConfig, MambaGINR
@@ -85,14 +86,7 @@ def config_dict(model):
 
 def atomic_save(obj, path):
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path, model, train_state=None, **extra):
@@ -150,17 +144,11 @@ def save_pretrained(model, folder, manifest=None):
     model = getattr(model, "module", model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".model.safetensors.tmp{os.getpid()}"
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, folder / "model.safetensors")
-    t = folder / f".config.json.tmp{os.getpid()}"
-    t.write_text(json.dumps(config_dict(model), indent=1))
-    os.replace(t, folder / "config.json")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(folder / "model.safetensors", lambda f: f.write(save(tensors)))
+    write_json(config_dict(model), folder / "config.json")
     if manifest is not None:
-        manifest = {**manifest, "files": {f: file_sha256(folder / f) for f in WEIGHT_FILES}}
-        t = folder / f".manifest.json.tmp{os.getpid()}"
-        t.write_text(json.dumps(manifest, indent=1))
-        os.replace(t, folder / "manifest.json")
+        write_json({**manifest, "files": {f: file_sha256(folder / f) for f in WEIGHT_FILES}}, folder / "manifest.json")
     return folder
 
 

@@ -17,6 +17,8 @@ from skimage import data as skimage_data
 from sklearn.datasets import load_sample_image
 from torch.utils.data import Dataset, Subset
 
+from ginr_common._io import atomic_write
+
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 # Split by photograph: no photograph feeds two splits (the stereo pair is one photograph). Training
@@ -89,10 +91,7 @@ def load_photos(root=DATA_DIR, progress=True):
     if progress:
         print(f"building the embedded photo set from scikit-image's and scikit-learn's photographs -> {path}")
     sets = {split: build_photo_set(names, train=split == "train") for split, names in PHOTO_SPLITS.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(sets, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(sets, f))
     return sets
 
 
@@ -141,11 +140,6 @@ def _cifar(root, train):
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     return CIFAR10(root, train=train, transform=transforms.ToTensor(), download=False)
-
-
-def cifar10_available(root=DATA_DIR):
-    """True when CIFAR-10 (archive or extracted folder) is in ``root``: notebooks then use it."""
-    return (Path(root) / "cifar-10-batches-py").exists() or (Path(root) / "cifar-10-python.tar.gz").exists()
 
 
 def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
@@ -251,6 +245,6 @@ def load_sr_pairs(split="test", root=DATA_DIR):
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["augment", "cifar10_available", "dataset_identity", "resize", "sparse_masks", "take_rows",
+__all__ = ["augment", "dataset_identity", "resize", "sparse_masks", "take_rows",
            "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

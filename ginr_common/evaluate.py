@@ -17,16 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ginr_common._io import write_json
 from ginr_common.checkpoints import load_checkpoint
 from ginr_common.configs import get_config, train_config_from_checkpoint
 from ginr_common.data import load_dataset, load_sr_pairs
 from ginr_common.tasks import make_task
 
 
-def evaluate_model(model, config, out, data="photos", progress=True, **options):
+def evaluate_model(model, config, out, data="photos", progress=True, record=None, **options):
     """Run the evaluation of the task of ``config`` (a config name, trained with its cpu profile,
-    or a TrainConfig) on ``model`` (options: see the task's ``evaluate``); writes eval.json and
-    its figures in ``out``. Returns (results, task): ``task.figures`` keeps the predictions."""
+    or a TrainConfig) on ``model`` (options: see the task's ``evaluate``); writes eval.json (the
+    results after the entries of ``record``) and its figures in ``out``. Returns (results, task):
+    ``task.figures`` keeps the predictions."""
     torch.manual_seed(0)
     np.random.seed(0)
     cfg = get_config(config, "cpu") if isinstance(config, str) else config
@@ -35,7 +37,10 @@ def evaluate_model(model, config, out, data="photos", progress=True, **options):
     out.mkdir(parents=True, exist_ok=True)
     sr_pairs = load_sr_pairs("test")   # the held-out photographs' HR crops, whatever the training data
     datasets = data if isinstance(data, dict) else load_dataset(data)
-    return task.evaluate(model.eval(), datasets, out, progress=progress, sr_pairs=sr_pairs, **options), task
+    results = {**(record or {}), **task.evaluate(model.eval(), datasets, out, progress=progress, sr_pairs=sr_pairs,
+                                                 **options)}
+    write_json(results, out / "eval.json")
+    return results, task
 
 
 def evaluate_checkpoint(checkpoint, data="photos", out=None, progress=True, **options):
@@ -43,10 +48,8 @@ def evaluate_checkpoint(checkpoint, data="photos", out=None, progress=True, **op
     write the results beside it (or in ``out``). Returns (results, task)."""
     model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
     out = Path(out or Path(checkpoint).parent)
-    results, task = evaluate_model(model, train_config_from_checkpoint(ckpt), out, data, progress, **options)
-    results = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data, **results}
-    (out / "eval.json").write_text(json.dumps(results, indent=1))
-    return results, task
+    record = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data}
+    return evaluate_model(model, train_config_from_checkpoint(ckpt), out, data, progress, record, **options)
 
 
 def main(argv=None):

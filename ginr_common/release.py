@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ginr_common._io import write_text
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.checkpoints import PRETRAINED, WEIGHTS, load_checkpoint, load_pretrained, pretrained_manifest, \
     save_pretrained
@@ -188,7 +189,7 @@ def write_readme(path=README):
     if not BLOCK.search(text):
         raise ValueError(f"{path} has no generated results block (<!-- results: generated ... --> ... "
                          "<!-- /results -->)")
-    Path(path).write_text(BLOCK.sub(lambda m: m.group(1) + readme_block() + m.group(3), text))
+    write_text(path, BLOCK.sub(lambda m: m.group(1) + readme_block() + m.group(3), text))
     return path
 
 

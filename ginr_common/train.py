@@ -34,7 +34,7 @@ from ginr_common.checkpoints import load_checkpoint, model_for, plain, save_chec
 from ginr_common.configs import config_json, default_profile, get_config, load_config_file, run_name, with_settings
 from ginr_common.data import dataset_identity, load_dataset
 from ginr_common.tasks import make_task, shard
-from ginr_common.tasks.base import write_json
+from ginr_common._io import write_json
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -201,9 +201,7 @@ def write_metrics(out, cfg, state, identity, world):
          "steps": state["step"], "best_val_psnr": state["best_val_psnr"], "best_step": state["best_step"],
          "final_train_loss": hist[-1]["loss"] if hist else None,
          "train_seconds": round(state.get("elapsed_s", 0.0), 1), "history": hist}
-    tmp = Path(out) / f".metrics.json.tmp{os.getpid()}"
-    write_json(m, tmp)
-    os.replace(tmp, Path(out) / "metrics.json")
+    write_json(m, Path(out) / "metrics.json")
     return m
 
 

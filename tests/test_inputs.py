@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ginr_common import FlowConfig, GINRConfig, MambaGINR, SparseFieldFlow, make_grid, render_image
+from ginr_common import FlowConfig, GINRConfig, MambaGINR, SparseFieldFlow, render_image
 from ginr_common.decoders import LocalConfig
 from ginr_common.tasks.sparse_flow import observe
 

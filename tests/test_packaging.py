@@ -45,3 +45,14 @@ def test_every_dependency_is_bounded_and_pinned_inside_its_range():
                                                                    f"outside pyproject's {r.specifier}"
     makefile = (ROOT / "Makefile").read_text()
     assert "-c constraints.txt" in makefile                  # what make installs is the pinned stack
+
+
+def test_one_version_number():
+    import importlib.metadata
+
+    import ginr_common
+
+    pp = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pp["project"] and pp["project"]["dynamic"] == ["version"]
+    assert pp["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ginr_common.__version__"}
+    assert importlib.metadata.version("ginr-common") == ginr_common.__version__

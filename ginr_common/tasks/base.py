@@ -8,9 +8,6 @@ rows ``[rank::world]``. ``loss(net, batch)`` returns (loss, a per-step PSNR for 
 bar); ``validate`` the model-selection number on the validation split (higher is better);
 ``evaluate`` the full test-split evaluation with its figure, written to a folder.
 """
-import json
-from pathlib import Path
-
 import torch
 
 from ginr_common.data import augment
@@ -91,8 +88,3 @@ def shard(batch, rank, world):
     """This process's rows of a global batch."""
     return {k: v[rank::world] for k, v in batch.items()} if world > 1 else batch
 
-
-def write_json(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1))

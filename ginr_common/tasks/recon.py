@@ -20,7 +20,7 @@ from ginr_common.baselines import bicubic
 from ginr_common.data import resize
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import grid_artifact, psnr, ssim
-from ginr_common.tasks.base import Task, write_json
+from ginr_common.tasks.base import Task
 from ginr_common.viz import sr_figure
 
 
@@ -72,7 +72,7 @@ class ReconstructionTask(Task):
 
     def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, sizes=(64, 128)):
         """Test-split reconstruction + renders at ``sizes`` of the HR test crops ``sr_pairs``
-        (lr, hr); writes eval.json and sr.png in ``out``."""
+        (lr, hr); writes sr.png in ``out`` (``evaluate_model`` writes eval.json)."""
         results = {"test": evaluate_reconstruction(model, datasets["test"], progress=progress)}
         if sr_pairs is not None:
             lr, hr = sr_pairs
@@ -84,7 +84,6 @@ class ReconstructionTask(Task):
             fig = sr_figure(lr, renders, title=f"{model.config.name}: renders of held-out photographs")
             fig.savefig(out / "sr.png", dpi=150)
             plt.close(fig)
-        write_json(results, out / "eval.json")
         return results
 
 

@@ -28,7 +28,7 @@ from ginr_common.data import resize, sparse_masks, take_rows
 from ginr_common.flow import coordinate_noise, flow_matching_loss
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
-from ginr_common.tasks.base import Task, write_json
+from ginr_common.tasks.base import Task
 from ginr_common.viz import sparse_figure, zero_shot_figure
 
 EVAL_MASK_SEED = 42
@@ -94,7 +94,7 @@ class SparseFlowTask(Task):
         holding the observed pixels; free also the mean of ``k`` independent draws), nearest and
         linear interpolation; zero-shot at ``sizes`` on ``n_hr``
         HR test crops ``sr_pairs`` (mean of ``k_hr`` samples against linear + bicubic). Writes
-        eval.json, sparse.png and zero_shot.png; returns the results (predictions kept in
+        sparse.png and zero_shot.png (``evaluate_model`` writes eval.json); returns the results (predictions kept in
         ``self.figures``)."""
         test = datasets["test"]
         pick = torch.linspace(0, len(test) - 1, min(n_images, len(test))).long()
@@ -128,7 +128,6 @@ class SparseFlowTask(Task):
             fig = zero_shot_figure(renders, title=f"{c.name}: zero-shot renders (mean of {k_hr}) of held-out crops")
             fig.savefig(out / "zero_shot.png", dpi=150)
             plt.close(fig)
-        write_json(results, out / "eval.json")
         return results
 
 
