@@ -36,8 +36,15 @@ bench: bench-scan
 quality: $(STAMP)
 	$(PY) benchmarks/quality.py
 
+# the notebooks are their own source (paired with the percent-format .py beside them by jupytext):
+# sync the pairs, then execute each on its shipped weights (cpu profile) and commit it shrunk
 notebooks: $(STAMP)
-	$(PY) notebooks/_build.py
+	$(VENV)/bin/jupytext --sync notebooks/0*.ipynb
+	for nb in notebooks/0*.ipynb; do \
+		GINR_PROFILE=cpu GINR_TRAIN=0 $(PY) -m jupyter nbconvert --to notebook --execute $$nb \
+			--ExecutePreprocessor.timeout=-1 --output-dir .cache/executed && \
+		$(PY) notebooks/_shrink.py .cache/executed/$$(basename $$nb) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -8,7 +8,9 @@
 AdamW, linear warm-up then cosine per step, gradient clipping, bf16 autocast on CUDA, tqdm with
 loss and PSNR, validation every ``val_every`` steps (model selection on the validation split),
 optionally an exponential moving average of the weights (``ema``: what is validated and saved),
-``last.pt`` / ``best.pt`` / ``metrics.json`` in the run folder (default
+``last.pt`` / ``best.pt`` / ``metrics.json`` (and TensorBoard logs in ``tensorboard/`` when
+tensorboard is installed: loss, PSNR, learning rate, validation PSNR and a picture of the model on
+validation images) in the run folder (default
 ``checkpoints/<config>-<hash of the settings>``), written atomically by rank 0 only. What differs
 between tasks (batch, loss, validation) lives in ``ginr_common.tasks``.
 
@@ -127,6 +129,7 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    board = tensorboard(out, state["step"]) if rank == 0 else None
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model.name, disable=rank != 0 or not progress,
                mininterval=1.0)
     t_start = time.perf_counter() - state["elapsed_s"]
@@ -160,12 +163,19 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
             ema.update_parameters(model)
         state["step"] = step = step + 1
         record = {"step": step, "loss": loss.item(), "train_psnr": float(train_psnr), "lr": sched.get_last_lr()[0]}
+        if board is not None:
+            for tag, key in (("train/loss", "loss"), ("train/psnr", "train_psnr"), ("train/lr", "lr")):
+                board.add_scalar(tag, record[key], step)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.2e}", psnr=f"{record['train_psnr']:.2f}")
         # validated from the end of the estimate stage on (the flow is untrained before it)
         if (step % cfg.val_every == 0 and step > cfg.estimate_steps) or step == cfg.steps:
             record["val_psnr"] = task.validate(evaluated, datasets)
             bar.write(f"step {step}: val PSNR {record['val_psnr']:.2f} dB")
+            if board is not None:
+                board.add_scalar("val/psnr", record["val_psnr"], step)
+                board.add_image("val/preview", task.preview(evaluated, datasets), step)
+                board.flush()
         state["history"].append(record)
         if rank == 0:
             if "val_psnr" in record and record["val_psnr"] > state["best_val_psnr"]:
@@ -179,9 +189,22 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         if step == state_start + 5 and device.type == "cpu":
             warn_if_long(cfg, (time.perf_counter() - t_step0) / 5)
     bar.close()
+    if board is not None:
+        board.close()
     if world > 1:
         dist.barrier()
     return write_metrics(out, cfg, state, identity, world) if rank == 0 else None
+
+
+def tensorboard(out, step):
+    """A TensorBoard writer into ``out``/tensorboard when tensorboard is installed (the ``logs``
+    extra), else None. Events after ``step`` (those of a run killed after its last save) are
+    dropped when a run resumes there."""
+    try:   # an optional back end, imported only when training asks for it
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(Path(out) / "tensorboard"), purge_step=step or None)
 
 
 def warn_if_long(cfg, seconds_per_step, limit_hours=1.0):

@@ -40,3 +40,17 @@ def test_a_changed_number_in_a_notebook_is_caught(tmp_path):
                 o["text"] = "".join(o["text"]).replace(shown, "45.00 dB")
     (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
     assert viz.recon_summary(results) not in printed(tmp_path / "nb.ipynb")
+
+
+@pytest.mark.parametrize("name", [n[1] for n in NOTEBOOKS.values()])
+def test_notebook_and_its_percent_script_hold_the_same_cells(name):
+    """Each notebook is paired with a percent-format script (jupytext): both hold the same cells,
+    so either can be edited and reviewed (``jupytext --sync`` after an edit of one)."""
+    import jupytext
+    import nbformat
+
+    nb = nbformat.read(HERE / name, as_version=4)
+    script = jupytext.read(HERE / name.replace(".ipynb", ".py"))
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in script.cells], \
+        f"{name} and its .py differ: run jupytext --sync notebooks/{name}"

@@ -455,3 +455,31 @@ def test_a_model_size_the_data_does_not_have_is_refused_naming_the_field():
             fit(cfg, datasets=data, progress=False)
     with pytest.raises(ValueError, match=r"model.in_channels=1 does not fit the data: .* have 3 channels"):
         fit(with_settings(single_scale(), {"model.in_channels": 1}), datasets=data, progress=False)
+
+
+def test_tensorboard_logs_what_training_records(tmp_path, monkeypatch):
+    """With tensorboard installed every run folder gets event files beside metrics.json: the loss,
+    PSNR and learning rate of every step and the validation PSNR (the numbers metrics.json holds)
+    and a picture of the model on validation images at every validation; without it, none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = single_scale()
+    cfg.steps = 10
+    data = load_dataset("photos")
+    m = fit(cfg, out=tmp_path / "run", datasets=data, progress=False)
+    ea = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    for tag, key in (("train/loss", "loss"), ("train/psnr", "train_psnr"), ("train/lr", "lr"), ("val/psnr", "val_psnr")):
+        want = [(h["step"], h[key]) for h in m["history"] if key in h]
+        got = [(e.step, e.value) for e in ea.Scalars(tag)]
+        assert [s for s, _ in got] == [s for s, _ in want] and len(want) >= 1, tag
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), tag
+    (image,) = ea.Images("val/preview")
+    assert image.step == 10 and image.width == 4 * 33 + 1 and image.height == 2 * 33 + 1
+    flow = make_task(get_config("flow_sparse", "smoke"))
+    torch.manual_seed(0)
+    picture = flow.preview(model_for(get_config("flow_sparse", "smoke").model), data)
+    assert picture.shape == (3, 3 * 33 + 1, 4 * 33 + 1) and 0 <= picture.min() and picture.max() <= 1
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)        # tensorboard absent
+    fit(cfg, out=tmp_path / "plain", datasets=data, progress=False)
+    assert (tmp_path / "plain" / "metrics.json").exists() and not (tmp_path / "plain" / "tensorboard").exists()

@@ -6,9 +6,11 @@ step as a dict of tensors whose first axis is the image (a pure function of the 
 step, so a resume or a run on N processes sees the same data); the loop gives each process its
 rows ``[rank::world]``. ``loss(net, batch)`` returns (loss, a per-step PSNR for the progress
 bar); ``validate`` the model-selection number on the validation split (higher is better);
-``evaluate`` the full test-split evaluation with its figure, written to a folder.
+``evaluate`` the full test-split evaluation with its figure, written to a folder; ``preview`` a
+picture of the model on a few validation images (TensorBoard).
 """
 import torch
+from torchvision.utils import make_grid as image_grid
 
 from ginr_common.data import augment
 
@@ -62,6 +64,15 @@ class Task:
 
     def evaluate(self, model, datasets, out, progress=True, **options):
         raise NotImplementedError
+
+    @torch.no_grad()
+    def preview(self, model, datasets, n=4):
+        """A picture of the model at work on the first ``n`` validation images, (3, H, W) in [0, 1]
+        (logged to TensorBoard at every validation): the images above, the model's renders of them
+        at their own size below."""
+        model.eval()
+        x = torch.stack([datasets["val"][i][0] for i in range(min(n, len(datasets["val"])))])
+        return image_grid(torch.cat([x, model.render(x, x.shape[2:]).float().clamp(0, 1)]), nrow=len(x), padding=1)
 
     # ------------------------------------------------------------------ shared by the tasks
     def images(self, train_set, step):

@@ -22,6 +22,7 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
+from torchvision.utils import make_grid as image_grid
 
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.data import resize, sparse_masks, take_rows
@@ -86,6 +87,18 @@ class SparseFlowTask(Task):
         pick = torch.linspace(0, len(val) - 1, min(32, len(val))).long()
         images = torch.stack([val[int(i)][0] for i in pick])
         return sample_psnr(model, images)
+
+    @torch.no_grad()
+    def preview(self, model, datasets, n=4):
+        """The first ``n`` validation tiles: what is observed, one sample (Euler 8 steps, seed 0) and
+        the tile, one row each, (3, H, W) in [0, 1]."""
+        model.eval()
+        x = torch.stack([datasets["val"][i][0] for i in range(min(n, len(datasets["val"])))])
+        oc, ov, grid, unobserved = observe(x, model.config.observe_frac)
+        y = model.sample(oc, ov, grid, steps=8, generator=torch.Generator().manual_seed(0))
+        as_image = lambda v: v.transpose(1, 2).reshape(x.shape)  # noqa: E731
+        shown = x * (~unobserved).reshape(len(x), 1, *x.shape[2:])
+        return image_grid(torch.cat([shown, as_image(y), x]), nrow=len(x), padding=1)
 
     def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, n_images=32, k=16, steps=8,
                  solver="euler", sizes=(64, 96, 128), n_hr=8, k_hr=4):

@@ -1,0 +1,107 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Flow matching for sparse field reconstruction
+#
+# Observe 20% of an image's pixels and sample the whole continuous field at any resolution. The observed pixels (value + Fourier features of the coordinate), ordered along a Hilbert curve with LPs interleaved, pass once through a BiMamba encoder. A guide, the linear interpolation of the observations, is refined in context: the guide, a mask of the observed pixels and their values pass through a few convolution blocks on the 32x32 grid, whose features and correction of the guide are read at any coordinate. Each query also reads its 8 nearest observations (in the manner of LIIF); the guide plus the correction plus a linear head on top is the model's one-shot estimate mu. The flow is a bridge from mu plus noise to the image (flow matching, Lipman et al., ICLR 2023; rectified flow, Liu et al., ICLR 2023): x_t = (1 - t) x0 + t x1 with x0 = mu + s z. The network predicts x1 from x_t with the preconditioning of EDM (Karras et al., NeurIPS 2022), and at every step BiMamba blocks mix the queries in Hilbert order, so a sample is spatially coherent. The refiner also predicts how unsure the estimate is at every point (a spread a, trained by the likelihood of the estimate's error): the noise is s a z, so samples vary where the estimate is unsure and stay flat where it is sure. The noise z is a Gaussian-process field of the coordinate, so renders at different sizes are samples of one field. Training draws fresh masks on 32x32 downsamples of high-resolution crops (whole, or a half or quarter of one, so the inputs span the scales of the test tiles) and supervises the input or a window of the crop at a random scale x1-x4, so rendering above 32x32 is learned. The first steps train the grid refiner's estimate alone (guide plus correction, a few times cheaper than a joint step), so the flow starts from an estimate that already beats the guide. The checkpoint kept is the one whose single samples come closest to the truth on the validation photograph.
+
+# %%
+import os
+
+import matplotlib.pyplot as plt
+import torch
+
+from ginr_common import describe_pretrained, load_checkpoint, load_pretrained, make_grid, pretrained_manifest, viz
+from ginr_common.configs import config_json, default_profile, get_config, run_name
+from ginr_common.data import load_dataset
+from ginr_common.evaluate import evaluate_model
+from ginr_common.tasks.sparse_flow import observe
+from ginr_common.train import CHECKPOINTS, fit
+
+CONFIG = "flow_sparse"
+PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
+TRAIN = os.environ.get("GINR_TRAIN", "1" if PROFILE == "smoke" else "0") == "1"   # train from scratch at the end
+# the figures' evaluation: test tiles at 32x32, samples per tile (the mean of 4 and of K are drawn), ODE steps
+N_EVAL, K, STEPS = {"smoke": (4, 2, 2), "cpu": (4, 16, 8), "full": (16, 16, 8)}[PROFILE]
+plt.rcParams["figure.dpi"] = 120
+data = load_dataset("photos")
+print(f"profile {PROFILE}; train from scratch: {TRAIN}")
+
+# %% [markdown]
+# ## The model and the observations
+
+# %%
+model = load_pretrained(CONFIG)
+print(describe_pretrained(CONFIG))
+images = torch.stack([data["test"][i * 97 % len(data["test"])][0] for i in range(4)])
+oc, ov, grid, unobserved = observe(images, model.config.observe_frac)   # the evaluation masks (seed 42)
+viz.image_row([*images, *(images * (~unobserved).reshape(4, 1, 32, 32))], ["held-out tile"] * 4 + ["observed 20%"] * 4,
+              size=1.5);
+
+# %% [markdown]
+# ## Results on held-out photographs
+# The shipped model's numbers on 32 held-out tiles, as its manifest records them (the README's row; the test suite measures them again). PSNR on the whole tile and on the unobserved pixels, SSIM, and a sample's total variation against the truth's (above 1: speckle; below 1: blur), for the model's one-shot estimate, one sample, the means of 4 and K samples, free or holding the observed pixels on their values; nearest and linear interpolation (scipy's griddata) on the same observations. The samples are drawn in antithetic pairs (noise z, then -z, which is as likely): every sample is a draw of the model, and a pair's mean cancels what is odd in the noise, so the mean of K estimates the posterior mean with less variance; the row `mean_K_independent` is the mean of K independent draws. The sentences under the table are read from the numbers.
+
+# %%
+# the shipped model's numbers, as its manifest records them (32 test tiles, 8 HR crops for the zero-shot
+# rows; python -m ginr_common.release --verify measures every one of them again, in about four minutes)
+shipped = pretrained_manifest(CONFIG)["results"]
+print(f"{shipped['n_images']} held-out tiles, {shipped['solver']} {shipped['steps']} steps, means of 4 and {shipped['k']}:")
+print(viz.sparse_summary(shipped))
+# the figures below come from a quicker evaluation of N_EVAL of those tiles (its numbers are in results)
+OUT = CHECKPOINTS / f"{CONFIG}-shipped"
+results, task = evaluate_model(model, CONFIG, OUT, data, n_images=N_EVAL, k=K, steps=STEPS, n_hr=2, k_hr=4,
+                               sizes=(64, 128), progress=False)
+
+# %%
+viz.sparse_figure(task.figures["sparse"], task.figures["truth"], n=4,
+                  title=f"{CONFIG} (shipped): 20% observed; one sample, means of 4 and {K}, spread over {K}");
+
+# %% [markdown]
+# ## Zero-shot renders and one field at several resolutions
+
+# %%
+viz.zero_shot_figure(task.figures["zero_shot"], n=1, title="zero-shot renders of a held-out crop (mean of 4)");
+
+# %%
+# one noise field, several resolutions: the same sample drawn at 32, 64 and 128
+lr = task.figures["zero_shot"][64][3][:1]            # the real 64x64 crop, downsampled below
+from ginr_common.data import resize
+small = resize(lr, (32, 32))
+o_c, o_v, _, _ = observe(small, model.config.observe_frac)
+row = [model.sample(o_c, o_v, make_grid((s, s))[None], steps=STEPS, generator=torch.Generator().manual_seed(0))
+       .transpose(1, 2).reshape(3, s, s) for s in (32, 64, 128)]
+viz.image_row(row, ["sample at 32", "the same sample at 64", "at 128"], size=2.4);
+
+# %% [markdown]
+# ## Train from scratch
+
+# %%
+if TRAIN:
+    cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment
+    print(config_json(cfg))
+    RUN = CHECKPOINTS / run_name(cfg, "photos")
+    metrics = fit(cfg, "photos", out=RUN, resume=True, on_step=viz.LiveCurves(every=max(cfg.steps // 8, 1), title=CONFIG))
+    trained, _ = load_checkpoint(RUN / "best.pt")
+    # the shipped model's protocol (32 tiles, k = 16, 8 HR crops), so the numbers compare with the table above;
+    # seconds in the smoke profile
+    quick = dict(n_images=N_EVAL, k=K, steps=STEPS, n_hr=2, sizes=(64,)) if PROFILE == "smoke" else {}
+    mine, _ = evaluate_model(trained, cfg, RUN, data, progress=False, **quick)
+    print(viz.sparse_summary(mine))
+else:
+    print("Set TRAIN = True in the first cell (or GINR_TRAIN=1) to train this model from scratch: "
+          f"the shipped weights trained {pretrained_manifest(CONFIG)['train_seconds'] / 60:.0f} minutes on 2 CPU cores "
+          "with the cpu profile; the full profile is for a GPU.")
