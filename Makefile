@@ -23,7 +23,7 @@ run: $(STAMP)
 		--ExecutePreprocessor.timeout=-1 --output-dir checkpoints/standard_fourier
 
 test: $(STAMP)
-	GINR_PROFILE=smoke OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -rs tests --nbval-lax notebooks
+	GINR_PROFILE=smoke OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -rs --durations=15 tests --nbval-lax notebooks
 
 bench-scan: $(STAMP)
 	$(PY) benchmarks/scan.py

@@ -14,6 +14,19 @@ def _show(ax, img, title=""):
     ax.axis("off")
 
 
+def image_grid(images, nrow, pad=1):
+    """Images (N, C, H, W) tiled ``nrow`` to a row with ``pad`` pixels between them -> one image
+    (C, rows (H + pad) + pad, nrow (W + pad) + pad), e.g. for TensorBoard. (torchvision's make_grid
+    does the same, but importing torchvision.utils imports triton, which the package avoids.)"""
+    N, C, H, W = images.shape
+    rows = -(-N // nrow)
+    out = images.new_zeros(C, rows * (H + pad) + pad, nrow * (W + pad) + pad)
+    for i, im in enumerate(images):
+        r, c = divmod(i, nrow)
+        out[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = im
+    return out
+
+
 def image_row(images, titles=None, size=1.6):
     """A row of images (each (C, H, W) in [0, 1])."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size + 0.3), squeeze=False)

@@ -4,6 +4,11 @@ import zlib
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    # Triton runs on the CPU only through its interpreter, which must be chosen before triton is first
+    # imported (some libraries import it, e.g. torchvision.utils): tests/test_scan_triton.py uses it
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 torch.set_num_threads(int(os.environ.get("GINR_TEST_THREADS", torch.get_num_threads())))
 
 

@@ -18,6 +18,7 @@ from ginr_common.data import ImageTensorDataset, load_dataset, resize
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import psnr, ssim
 from ginr_common.tasks import batch_indices, make_task, shard
+from ginr_common import viz
 from ginr_common.train import fit, lr_factor
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GINR_TEST_THREADS": "1"}
@@ -474,6 +475,10 @@ def test_tensorboard_logs_what_training_records(tmp_path, monkeypatch):
         got = [(e.step, e.value) for e in ea.Scalars(tag)]
         assert [s for s, _ in got] == [s for s, _ in want] and len(want) >= 1, tag
         assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), tag
+    from torchvision.utils import make_grid
+
+    x = torch.rand(5, 3, 4, 6)
+    assert torch.equal(viz.image_grid(x, 3), make_grid(x, nrow=3, padding=1))   # the picture's layout
     (image,) = ea.Images("val/preview")
     assert image.step == 10 and image.width == 4 * 33 + 1 and image.height == 2 * 33 + 1
     flow = make_task(get_config("flow_sparse", "smoke"))

@@ -10,9 +10,9 @@ bar); ``validate`` the model-selection number on the validation split (higher is
 picture of the model on a few validation images (TensorBoard).
 """
 import torch
-from torchvision.utils import make_grid as image_grid
 
 from ginr_common.data import augment
+from ginr_common.viz import image_grid
 
 
 class Task:
@@ -72,7 +72,7 @@ class Task:
         at their own size below."""
         model.eval()
         x = torch.stack([datasets["val"][i][0] for i in range(min(n, len(datasets["val"])))])
-        return image_grid(torch.cat([x, model.render(x, x.shape[2:]).float().clamp(0, 1)]), nrow=len(x), padding=1)
+        return image_grid(torch.cat([x, model.render(x, x.shape[2:]).float().clamp(0, 1)]), len(x))
 
     # ------------------------------------------------------------------ shared by the tasks
     def images(self, train_set, step):

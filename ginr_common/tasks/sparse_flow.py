@@ -22,7 +22,6 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from torchvision.utils import make_grid as image_grid
 
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.data import resize, sparse_masks, take_rows
@@ -30,7 +29,7 @@ from ginr_common.flow import coordinate_noise, flow_matching_loss
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
 from ginr_common.tasks.base import Task
-from ginr_common.viz import sparse_figure, zero_shot_figure
+from ginr_common.viz import image_grid, sparse_figure, zero_shot_figure
 
 EVAL_MASK_SEED = 42
 NATIVE_SHARE = 0.5     # with sr_scales: the share of steps supervised at the input size itself (s = 1)
@@ -98,7 +97,7 @@ class SparseFlowTask(Task):
         y = model.sample(oc, ov, grid, steps=8, generator=torch.Generator().manual_seed(0))
         as_image = lambda v: v.transpose(1, 2).reshape(x.shape)  # noqa: E731
         shown = x * (~unobserved).reshape(len(x), 1, *x.shape[2:])
-        return image_grid(torch.cat([shown, as_image(y), x]), nrow=len(x), padding=1)
+        return image_grid(torch.cat([shown, as_image(y), x]), len(x))
 
     def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, n_images=32, k=16, steps=8,
                  solver="euler", sizes=(64, 96, 128), n_hr=8, k_hr=4):
