@@ -66,20 +66,32 @@ def build_photo_set(names, train=False):
     """32x32 tiles at several scales, and (HR 128x128, LR 32x32) pairs, from the named photos.
     Evaluation splits take non-overlapping HR crops of the full-resolution photo; the training
     split (``train``) overlapping ones of the photo at full and half resolution."""
-    tiles, hr = [], []
-    for name in names:
-        for img in _photographs(name):
-            H, W = img.shape[1:]
-            for s in TILE_SCALES:
-                small = resize(img[None], (H // s, W // s))[0]
-                tiles.append(_tiles(small, TILE, TILE_STRIDE))
-            for s in HR_TRAIN_SCALES if train else (1,):
+    return build_image_set([img for name in names for img in _photographs(name)], train)
+
+
+def build_image_set(images, train=False, tile=TILE, scales=TILE_SCALES, stride=TILE_STRIDE):
+    """Tiles of ``tile`` pixels of each image (C, H, W) downsampled by each of ``scales`` (where it
+    is still at least a tile: every 2 x tile / 32 ... ), overlapping by tile - stride, and (HR, LR)
+    pairs: HR crops of ``HR_SCALE`` x tile pixels and their antialiased downsamples to the tile size
+    (evaluation splits: non-overlapping crops of the image; ``train``: overlapping ones of the image
+    at full and half resolution). uint8 tensors {"tiles", "hr", "lr"}, the HR ones possibly empty."""
+    tiles, hr, big = [], [], tile * HR_SCALE
+    for img in images:
+        H, W = img.shape[1:]
+        for s in scales:
+            if min(H // s, W // s) >= tile:
+                small = img if s == 1 else resize(img[None], (H // s, W // s))[0]
+                tiles.append(_tiles(small, tile, stride * tile // TILE))
+        for s in HR_TRAIN_SCALES if train else (1,):
+            if min(H // s, W // s) >= big:
                 src = img if s == 1 else resize(img[None], (H // s, W // s))[0]
-                hr.append(_tiles(src, HR_SIZE, HR_TRAIN_STRIDE if train else HR_SIZE))
-    hr = torch.cat(hr)
-    lr = resize(hr, (HR_SIZE // HR_SCALE,) * 2)
+                hr.append(_tiles(src, big, HR_TRAIN_STRIDE * tile // TILE if train else big))
+    C = images[0].shape[0]
+    hr = torch.cat(hr) if hr else torch.zeros(0, C, big, big)
+    lr = resize(hr, (tile,) * 2) if len(hr) else torch.zeros(0, C, tile, tile)
     q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731  stored as 8-bit images
-    return dict(tiles=q(torch.cat(tiles)), hr=q(hr), lr=q(lr))
+    return dict(tiles=q(torch.cat(tiles)) if tiles else torch.zeros(0, C, tile, tile, dtype=torch.uint8),
+                hr=q(hr), lr=q(lr))
 
 
 def load_photos(root=DATA_DIR, progress=True):
@@ -170,19 +182,128 @@ def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
             "test": test}
 
 
-def load_dataset(name="photos", root=DATA_DIR):
-    """{"train", "val", "test"} image datasets for ``photos`` or ``cifar10``; photos also give
-    "train_hr" (HR 128x128 training crops) and "val_sr" ((lr, hr) validation pairs) for
-    super-resolution training."""
+def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3):
+    """{"train", "val", "test"} image datasets for ``photos``, ``cifar10`` or a folder of images
+    (``load_folder``: tiles of ``size`` with ``channels`` channels); photos and folders also give
+    "train_hr" (HR training crops, 4x the tile) and "val_sr" / "test_sr" ((lr, hr) pairs) for
+    super-resolution."""
     if name == "cifar10":
         return load_cifar10(root)
     if name == "photos":
         sets = load_photos(root)
-        out = {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
-        out["train_hr"] = ImageTensorDataset(sets["train"]["hr"])
-        out["val_sr"] = load_sr_pairs("val", root)
-        return out
-    raise ValueError(f"data must be 'photos' or 'cifar10', got {name!r}")
+    elif Path(name).is_dir():
+        sets = load_folder(name, size, channels)
+    else:
+        raise ValueError(f"data must be 'photos', 'cifar10' or a folder of images, got {name!r}")
+    out = {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
+    out["train_hr"] = ImageTensorDataset(sets["train"]["hr"])
+    out["val_sr"], out["test_sr"] = ((sets[s]["lr"].float() / 255, sets[s]["hr"].float() / 255) for s in ("val", "test"))
+    return out
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy", ".npz")
+
+
+def read_image(path, channels=3):
+    """One image file as a float tensor (channels, H, W) in [0, 1]: PNG, JPEG, TIFF or BMP (through
+    PIL; RGBA loses its alpha channel, grayscale is repeated to ``channels``), or a NumPy array
+    (.npy, or the first array of an .npz) shaped (H, W) or (C, H, W), uint8 or floats in [0, 1].
+    ValueError naming the file when it cannot be read or holds something else."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".npy", ".npz"):
+            arr = np.load(path)
+            if isinstance(arr, np.lib.npyio.NpzFile):
+                arr = arr[arr.files[0]]
+            x = torch.from_numpy(np.array(arr))
+            x = x[None] if x.dim() == 2 else x
+        else:
+            from PIL import Image   # PIL is matplotlib's and scikit-image's dependency too
+
+            with Image.open(path) as im:
+                arr = np.array(im.convert("RGB" if im.mode not in ("L", "I;16", "I", "F") else im.mode))
+            x = torch.from_numpy(arr.astype(np.float32) / 65535 if arr.dtype == np.uint16 else arr)
+            x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    if x.dim() != 3:
+        raise ValueError(f"{path}: expected a 2-D image (H, W) or (C, H, W), got an array of shape {tuple(x.shape)}")
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{path}: values must be in [0, 1] (or uint8), got [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    if x.shape[0] == 1 and channels > 1:
+        x = x.expand(channels, -1, -1)
+    elif x.shape[0] == 4 and channels == 3:
+        x = x[:3]
+    if x.shape[0] != channels:
+        raise ValueError(f"{path}: has {x.shape[0]} channels, the model reads {channels}")
+    return x
+
+
+def folder_splits(folder):
+    """{split: [files]} of an image folder: its train/, val/ and test/ subfolders when it has them,
+    else every image file in it, split by file name (a hash of the name: about 80/10/10, each split
+    given at least one file when there are three or more)."""
+    folder = Path(folder)
+    files = lambda d: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())  # noqa: E731
+    if (folder / "train").is_dir():
+        splits = {s: files(folder / s) if (folder / s).is_dir() else [] for s in ("train", "val", "test")}
+    else:
+        splits = {"train": [], "val": [], "test": []}
+        for p in files(folder):
+            b = int(hashlib.sha256(p.name.encode()).hexdigest(), 16) % 10
+            splits["test" if b == 0 else "val" if b == 1 else "train"].append(p)
+        for s in ("val", "test"):
+            if not splits[s] and len(splits["train"]) > 1:
+                splits[s].append(splits["train"].pop())
+    for s, fs in splits.items():
+        if not fs:
+            raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) for the {s} split; give it at "
+                             "least three images, or train/, val/ and test/ subfolders with images in each")
+    return splits
+
+
+def folder_identity(name):
+    """For a folder of images (``name`` not photos or cifar10): {"files": how many, "files_sha256": a hash
+    of every file's split, name and bytes}, which a resume compares, so a changed folder is never
+    silently continued. {} for the other data."""
+    if name in ("photos", "cifar10") or not Path(name).is_dir():
+        return {}
+    h, n = hashlib.sha256(), 0
+    for split, files in folder_splits(name).items():
+        for p in files:
+            h.update(f"{split}/{p.name}".encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+            n += 1
+    return {"files": n, "files_sha256": h.hexdigest()}
+
+
+def load_folder(folder, size=(TILE, TILE), channels=3, progress=True):
+    """An image folder as the photo set's splits: {split: {"tiles", "hr", "lr"}} uint8 tensors of tiles
+    of ``size`` (every image at full, half, quarter and eighth resolution while still a tile) and HR
+    crops of 4 x size with their downsamples (see ``build_image_set``), from ``folder_splits``. Images
+    smaller than a tile are skipped (their count and names printed); a split left without any is an
+    error naming them."""
+    size = tuple(size)
+    if len(size) != 2 or size[0] != size[1]:
+        raise ValueError(f"image folders give square 2-D tiles: model.input_size must be [S, S], got {list(size)}")
+    splits = folder_splits(folder)
+    out = {}
+    for split, files in splits.items():
+        images = [read_image(p, channels) for p in files]
+        small = [p.name for p, x in zip(files, images) if min(x.shape[1:]) < size[0]]
+        if len(small) == len(files):
+            raise ValueError(f"{folder}: every {split} image is smaller than the model's input size "
+                             f"{size[0]}x{size[0]}: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
+        kept = [x for x in images if min(x.shape[1:]) >= size[0]]
+        out[split] = build_image_set(kept, train=split == "train", tile=size[0], scales=(1, 2, 4, 8), stride=TILE_STRIDE)
+        out[split]["files"] = [p.name for p, x in zip(files, images) if min(x.shape[1:]) >= size[0]]
+        if progress:
+            print(f"{folder}: {split} {len(files)} file(s) -> {len(out[split]['tiles'])} tiles of {size[0]}x{size[0]}, "
+                  f"{len(out[split]['hr'])} HR crops" + (f"; {len(small)} smaller than a tile skipped ("
+                                                          f"{', '.join(small[:3])}{' ...' if len(small) > 3 else ''})"
+                                                          if small else ""))
+    return out
 
 
 def augment(images, generator):
@@ -245,6 +366,6 @@ def load_sr_pairs(split="test", root=DATA_DIR):
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["augment", "dataset_identity", "resize", "sparse_masks", "take_rows",
+__all__ = ["augment", "dataset_identity", "folder_identity", "folder_splits", "load_folder", "read_image", "resize", "sparse_masks", "take_rows",
            "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

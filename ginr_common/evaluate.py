@@ -35,8 +35,11 @@ def evaluate_model(model, config, out, data="photos", progress=True, record=None
     task = make_task(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sr_pairs = load_sr_pairs("test")   # the held-out photographs' HR crops, whatever the training data
-    datasets = data if isinstance(data, dict) else load_dataset(data)
+    m = cfg.model
+    datasets = data if isinstance(data, dict) else load_dataset(data, size=m.input_size, channels=m.in_channels)
+    # the test split's HR crops (a folder without large images has none); CIFAR-10: the held-out photographs'
+    sr_pairs = datasets.get("test_sr", load_sr_pairs("test"))
+    sr_pairs = sr_pairs if len(sr_pairs[0]) else None
     results = {**(record or {}), **task.evaluate(model.eval(), datasets, out, progress=progress, sr_pairs=sr_pairs,
                                                  **options)}
     write_json(results, out / "eval.json")
@@ -55,9 +58,9 @@ def evaluate_checkpoint(checkpoint, data="photos", out=None, progress=True, **op
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="photos", choices=["photos", "cifar10"])
+    p.add_argument("--data", default="photos", help="photos, cifar10 or a folder of images (as for training)")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
-                   help="render sizes (default 64 128; flow models: 64 96 128)")
+                   help="render sizes (default 2x and 4x the input; flow models: 64 96 128)")
     p.add_argument("--out", default=None, help="folder for eval.json and the figure (default: the checkpoint's)")
     p.add_argument("--n-images", type=int, default=32, help="flow models: test tiles at the input size")
     p.add_argument("--k", type=int, default=16, help="flow models: samples per image (posterior mean)")

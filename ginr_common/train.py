@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ginr_common.checkpoints import load_checkpoint, model_for, plain, save_checkpoint
 from ginr_common.configs import config_json, default_profile, get_config, load_config_file, run_name, with_settings
-from ginr_common.data import dataset_identity, load_dataset
+from ginr_common.data import dataset_identity, folder_identity, load_dataset
 from ginr_common.tasks import make_task, shard
 from ginr_common._io import write_json
 
@@ -89,10 +89,10 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes {world}")
     task = make_task(cfg)
-    datasets = datasets or load_dataset(data)
+    datasets = datasets or load_dataset(data, size=cfg.model.input_size, channels=cfg.model.in_channels)
     task.check_data(datasets, data)
     train_set = datasets[task.train_split]
-    identity = dataset_identity(train_set, data, task.train_split)
+    identity = {**dataset_identity(train_set, data, task.train_split), **folder_identity(data)}
     out = Path(out or CHECKPOINTS / run_name(cfg, data))
 
     torch.manual_seed(cfg.seed)
@@ -232,7 +232,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="standard_fourier")
     p.add_argument("--profile", default=None, help="smoke | cpu | full (default: $GINR_PROFILE, else full on CUDA, cpu otherwise)")
-    p.add_argument("--data", default="photos", choices=["photos", "cifar10"])
+    p.add_argument("--data", default="photos",
+                   help="photos (the embedded set), cifar10, or a folder of images (PNG, JPEG, TIFF, BMP, .npy, .npz; "
+                        "train/ val/ test/ subfolders, or split by file name)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out (refused if anything differs)")
     run.add_argument("--fresh", action="store_true", help="overwrite a run already in --out")

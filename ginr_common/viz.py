@@ -210,20 +210,21 @@ def zero_shot_figure(renders, n=2, title=""):
 def recon_summary(results):
     """A table of a reconstruction / super-resolution evaluation (``evaluate_model``'s results)
     and sentences read from its numbers."""
-    t = results["test"]
+    t, S = results["test"], results.get("input_size", 32)
     lines = ["| what | model | bicubic | model - bicubic |", "|---|---|---|---|",
-             f"| reconstruction of {t['n']} held-out 32x32 tiles | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
+             f"| reconstruction of {t['n']} held-out {S}x{S} tiles | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
     words = [f"Reconstruction of unseen tiles: {t['psnr']:.1f} dB."]
     for s, r in results.get("super_resolution", {}).items():
         m, b = r["model"], r["bicubic"]
         d = m["psnr"] - b["psnr"]
-        lines.append(f"| render at {s}x{s} (x{int(s) // 32}) against the real photograph | {m['psnr']:.2f} dB "
+        x = int(s) // S
+        lines.append(f"| render at {s}x{s} (x{x}) against the real photograph | {m['psnr']:.2f} dB "
                      f"(SSIM {m['ssim']:.3f}) | {b['psnr']:.2f} dB (SSIM {b['ssim']:.3f}) | {d:+.2f} dB |")
         verdict = "above" if d > 0.05 else "below" if d < -0.05 else "level with"
         grid = (f" (error power at the patch period {m['grid']:.1f}x its surroundings, bicubic's {b['grid']:.1f}x: "
                 f"{'excess error at the patch period' if m['grid'] > 2 * b['grid'] else 'no grid pattern'})"
                 ) if "grid" in m else ""
-        words.append(f"At x{int(s) // 32} the model is {abs(d):.2f} dB {verdict} bicubic{grid}.")
+        words.append(f"At x{x} the model is {abs(d):.2f} dB {verdict} bicubic{grid}.")
     return "\n".join(lines) + "\n\n" + " ".join(words)
 
 

@@ -79,3 +79,108 @@ def test_augment_is_a_seeded_symmetry_of_each_image(seed):
         assert sum(torch.equal(ai, c[list(p)]) for c in cands for p in perms) >= 1
     with pytest.raises(ValueError, match="square"):
         augment(torch.rand(1, 3, 4, 8), torch.Generator())
+
+
+def photo_crop(i, size, rng):
+    """A crop of one of scikit-image's training photographs (real texture), uint8 (size, size, 3)."""
+    from skimage import data as photos
+
+    img = [photos.coffee(), photos.rocket(), photos.chelsea()][i % 3]
+    y, x = rng.integers(0, img.shape[0] - size), rng.integers(0, img.shape[1] - size)
+    return img[y:y + size, x:x + size]
+
+
+def mixed_folder(folder, n=9, sizes=(384, 128, 32)):
+    """PNGs in RGB, RGBA and grayscale of 384, 128 and 32 pixels; the name split puts a 384-pixel one in test."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        im = Image.fromarray(photo_crop(i, sizes[i % len(sizes)], rng))
+        im = [im, im.convert("RGBA"), im.convert("L")][(i // len(sizes)) % 3]
+        im.save(folder / f"img{i:02d}.png")
+    return folder
+
+
+def test_folder_reads_every_format_and_names_what_it_cannot(tmp_path):
+    from PIL import Image
+
+    from ginr_common.data import folder_splits, load_folder, read_image
+
+    rgb = photo_crop(0, 40, np.random.default_rng(1))
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "b.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "c.bmp")
+    np.save(tmp_path / "d.npy", rgb.transpose(2, 0, 1))                      # (C, H, W) uint8
+    np.savez(tmp_path / "e.npz", image=rgb[..., 1].astype(np.float32) / 255)  # (H, W) floats
+    x = read_image(tmp_path / "a.png")
+    assert x.shape == (3, 40, 40) and torch.equal(x, torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
+    assert torch.equal(read_image(tmp_path / "b.png"), x)                       # alpha dropped
+    assert torch.equal(read_image(tmp_path / "d.npy"), x)
+    gray = read_image(tmp_path / "c.bmp")
+    assert gray.shape == (3, 40, 40) and torch.equal(gray[0], gray[2])          # grayscale repeated
+    assert read_image(tmp_path / "c.bmp", channels=1).shape == (1, 40, 40)
+    assert torch.allclose(read_image(tmp_path / "e.npz")[1], x[1], atol=1e-6)
+    splits = folder_splits(tmp_path)
+    assert sorted(p.name for s in splits.values() for p in s) == ["a.png", "b.png", "c.bmp", "d.npy", "e.npz"]
+    assert splits == folder_splits(tmp_path) and all(splits.values())           # by name: the same every time
+    (tmp_path / "f.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"f.png: not a readable image"):
+        load_folder(tmp_path, progress=False)
+    (tmp_path / "f.png").unlink()
+    np.save(tmp_path / "g.npy", np.full((40, 40), 3.0))
+    with pytest.raises(ValueError, match=r"g.npy: values must be in \[0, 1\]"):
+        read_image(tmp_path / "g.npy")
+    np.save(tmp_path / "g.npy", np.zeros((2, 3, 40, 40)))
+    with pytest.raises(ValueError, match=r"g.npy: expected a 2-D image"):
+        read_image(tmp_path / "g.npy")
+    (tmp_path / "g.npy").unlink()
+    with pytest.raises(ValueError, match=r"every (train|val|test) image is smaller than the model's input size 48x48: "):
+        load_folder(tmp_path, size=(48, 48), progress=False)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match=r"no image files .* for the train split"):
+        folder_splits(tmp_path / "nothing")
+    for s in ("train", "val", "test"):                                          # subfolders are the splits
+        (tmp_path / "split" / s).mkdir(parents=True)
+        Image.fromarray(rgb).save(tmp_path / "split" / s / f"{s}.png")
+    assert {s: [p.name for p in f] for s, f in folder_splits(tmp_path / "split").items()} == \
+        {"train": ["train.png"], "val": ["val.png"], "test": ["test.png"]}
+
+
+def test_a_folder_of_mixed_pngs_trains_evaluates_and_renders_at_any_input_size(tmp_path):
+    """The command line on a folder of RGB, RGBA and grayscale PNGs of 32, 128 and 256 pixels: train,
+    evaluate (PSNR reported); with model.input_size [64, 64], renders of 64x64 inputs at 128x128;
+    a resume on a changed folder is refused."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ginr_common.checkpoints import load_checkpoint
+    from ginr_common.configs import get_config
+    from ginr_common.train import fit
+
+    folder = mixed_folder(tmp_path / "mine")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*args, module="ginr_common.train"):
+        r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    for out, extra in (("run32", []), ("run64", ["--set", "model.input_size=[64, 64]"])):
+        r = run("--config", "standard_fourier", "--profile", "smoke", "--data", str(folder), "--out",
+                str(tmp_path / out), *extra)
+        assert "train" in r.stdout and "tiles of" in r.stdout                   # the split, printed
+        assert ("smaller than a tile skipped" in r.stdout) == (out == "run64")  # the 32-pixel images
+        run("--checkpoint", str(tmp_path / out / "best.pt"), "--data", str(folder), module="ginr_common.evaluate")
+        ev = json.loads((tmp_path / out / "eval.json").read_text())
+        assert ev["test"]["n"] > 0 and 5 < ev["test"]["psnr"] < 60
+    assert set(ev["super_resolution"]) == {"128", "256"} and ev["input_size"] == 64
+    model, _ = load_checkpoint(tmp_path / "run64" / "best.pt")
+    assert model.render(torch.rand(1, 3, 64, 64), (128, 128)).shape == (1, 3, 128, 128)
+    cfg = get_config("standard_fourier", "smoke")
+    (folder / "img00.png").write_bytes((folder / "img01.png").read_bytes())    # the folder changed
+    with pytest.raises(ValueError, match=r"(?s)different run.*data\.files_sha256"):
+        fit(cfg, str(folder), out=tmp_path / "run32", resume=True, progress=False)

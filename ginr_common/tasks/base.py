@@ -11,7 +11,7 @@ picture of the model on a few validation images (TensorBoard).
 """
 import torch
 
-from ginr_common.data import augment
+from ginr_common.data import HR_SCALE, augment
 from ginr_common.viz import image_grid
 
 
@@ -41,7 +41,9 @@ class Task:
         size = tuple(m.input_size)
         for split in (self.train_split, "val"):
             if len(datasets[split]) == 0:
-                raise ValueError(f"the {data!r} data's {split!r} split is empty")
+                hint = (f": it has no images of at least {HR_SCALE}x the input size for training at several scales; "
+                        "train at one scale (--set 'sr_scales=[]')" if split == "train_hr" else "")
+                raise ValueError(f"the {data!r} data's {split!r} split is empty{hint}")
             shape = tuple(datasets[split][0][0].shape)
             if shape[0] != m.in_channels:
                 raise ValueError(f"model.in_channels={m.in_channels} does not fit the data: the {data!r} data's "

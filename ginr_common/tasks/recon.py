@@ -70,12 +70,14 @@ class ReconstructionTask(Task):
     def validate(self, model, datasets):
         return evaluate_reconstruction(model, datasets["val"], with_ssim=False)["psnr"]
 
-    def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, sizes=(64, 128)):
-        """Test-split reconstruction + renders at ``sizes`` of the HR test crops ``sr_pairs``
+    def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, sizes=None):
+        """Test-split reconstruction + renders at ``sizes`` (default: 2x and 4x the input) of the HR test crops ``sr_pairs``
         (lr, hr); writes sr.png in ``out`` (``evaluate_model`` writes eval.json)."""
-        results = {"test": evaluate_reconstruction(model, datasets["test"], progress=progress)}
+        results = {"input_size": int(model.config.input_size[-1]),
+                   "test": evaluate_reconstruction(model, datasets["test"], progress=progress)}
         if sr_pairs is not None:
             lr, hr = sr_pairs
+            sizes = sizes or (2 * lr.shape[-1], 4 * lr.shape[-1])
             results["super_resolution"], renders = evaluate_sr(model, lr, hr, sizes)
             results["super_resolution_note"] = (f"{len(lr)} HR test crops {hr.shape[-1]}x{hr.shape[-1]} from the "
                                                 f"test photographs, input = antialiased {lr.shape[-1]}x{lr.shape[-1]} "

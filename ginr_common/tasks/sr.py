@@ -10,7 +10,7 @@ class SuperResolutionTask(ReconstructionTask):
     def check_data(self, datasets, data):
         if not self.cfg.sr_scales:
             raise ValueError("the sr task needs sr_scales=(low, high), e.g. (1, 4)")
-        if "val_sr" not in datasets:
+        if "val_sr" not in datasets or not len(datasets["val_sr"][0]):
             raise ValueError(f"{self.cfg.model.name} is selected on super-resolution of the HR validation crops "
                              f"(val_sr), which the {data!r} data does not have: use data='photos'")
         super().check_data(datasets, data)
