@@ -76,6 +76,14 @@ def plain(obj):
     return conv(dataclasses.asdict(obj))
 
 
+def flat(d, prefix=""):
+    """A nested dict as one level with dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def config_dict(model):
     """{"family": ..., **the model's config} in plain types."""
     family = next((k for k, (_, m) in MODEL_FAMILIES.items() if isinstance(model, m)), None)

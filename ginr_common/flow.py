@@ -514,8 +514,6 @@ class SparseFieldFlow(nn.Module):
         read by the queries: conditioning, estimate, spread, curve orders; with ``hold_known`` the
         queries at observed coordinates and their values): computed once, not per sample or step."""
         query_coords = self._check(query_coords, what="query_coords")
-        if torch.is_tensor(obs_coords) and obs_coords.dim() == 3:
-            self._check_batches(obs_coords, query_coords)
         memory = self.encode(obs_coords, obs_values)
         cond, mu, _ = self.condition(memory, query_coords, cell)
         out = {"query_coords": query_coords, "cond": cond, "mu": mu, "spread": self.spread(memory, query_coords),

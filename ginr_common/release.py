@@ -28,8 +28,8 @@ import torch
 
 from ginr_common._io import write_text
 from ginr_common.baselines import bicubic, interpolate_sparse
-from ginr_common.checkpoints import PRETRAINED, WEIGHTS, load_checkpoint, load_pretrained, pretrained_manifest, \
-    save_pretrained
+from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, flat, load_checkpoint, load_pretrained, pretrained_manifest,
+                                     save_pretrained)
 from ginr_common.configs import config_json, get_config, run_name
 from ginr_common.data import load_dataset, load_sr_pairs
 from ginr_common.evaluate import evaluate_checkpoint, evaluate_model
@@ -57,20 +57,10 @@ def measure(model, name, options):
     return results
 
 
-def _leaves(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def compare(measured, recorded):
     """The numbers of ``recorded`` (a manifest's results) that ``measured`` does not reproduce within
     ``TOLERANCE``: a list of "key: recorded -> measured" lines (empty when all agree)."""
-    got, want = _leaves(measured), _leaves(recorded)
+    got, want = flat(measured), flat(recorded)
     bad = []
     for key, w in want.items():
         leaf = key.rsplit(".", 1)[-1]
@@ -80,7 +70,7 @@ def compare(measured, recorded):
             bad.append(f"{key}: {w} recorded, not measured")
             continue
         g = got[key]
-        if isinstance(w, (int, float)) and not isinstance(w, bool) and isinstance(w, float):
+        if isinstance(w, float):
             if leaf.startswith("psnr"):
                 ok = abs(g - w) <= TOLERANCE["psnr"]
             elif leaf == "ssim":

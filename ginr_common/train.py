@@ -1,6 +1,6 @@
 """The training loop, the same for every task.
 
-    python -m ginr_common.train --config standard_fourier --profile smoke|cpu|full [--data photos|cifar10]
+    python -m ginr_common.train --config standard_fourier --profile smoke|cpu|full [--data photos|cifar10|FOLDER]
                                 [--out DIR] [--resume | --fresh] [--steps N] [--seed S] [--print-config]
                                 [--set KEY=VALUE ...] [--config-file FILE]
     torchrun --nproc_per_node N -m ginr_common.train ...      (DDP; gloo on CPU, nccl on CUDA)
@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from ginr_common.checkpoints import load_checkpoint, model_for, plain, save_checkpoint
+from ginr_common.checkpoints import flat, load_checkpoint, model_for, plain, save_checkpoint
 from ginr_common.configs import config_json, default_profile, get_config, load_config_file, run_name, with_settings
 from ginr_common.data import dataset_identity, folder_identity, load_dataset
 from ginr_common.tasks import make_task, shard
@@ -68,11 +68,6 @@ def param_groups(model, weight_decay):
 
 def run_differences(ckpt, cfg, identity):
     """The fields in which a checkpoint's run differs from (cfg, identity): ["lr: 0.002 -> 0.001", ...]."""
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
     stored = flat({"train": ckpt.get("train_config") or {}, "data": ckpt.get("data") or {}})
     asked = flat({"train": plain(cfg), "data": identity})
     return [f"{k}: {stored.get(k, '(not recorded)')} in the checkpoint, {asked.get(k, '(absent)')} asked"
@@ -151,6 +146,8 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
         loss = loss.float()
         if not torch.isfinite(loss):
             bar.close()
+            if board is not None:
+                board.close()
             kept = (f"The last good checkpoint is {last} (step {saved['last.pt']})" if saved["last.pt"] is not None
                     else f"No checkpoint of this run was saved in {out} before it")
             raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step + 1}; stopped. {kept}.")
