@@ -1,9 +1,16 @@
 """Decoders: LP latents (B, M, D) + query coordinates (B, Q, d) -> values (B, Q, C).
 
-Each decoder is built from its typed config (``LAINRConfig``, ``SCENTConfig``; the ``kind``
-field names the decoder in ``DECODERS``). Queries never attend to each other, so memory is
-linear in the number of queries. Every decoder takes ``lp_coords`` (M, d), the coordinate each
-LP stands for, used by the optional locality bias.
+The decoder protocol. A decoder is an ``nn.Module`` built as ``Decoder(config, *, latent_dim,
+coord_dim, out_dim, lattice=None, token_grid=None)`` and called as ``decoder(latents, coords, *,
+lp_coords=None, tokens=None, cell=None, return_attention=False)``; it declares
+- ``config_class``: its typed config, a dataclass whose ``kind`` field is the decoder's name in
+  ``DECODERS`` and whose ``reads_tokens`` says whether it reads the encoded patch tokens beside the
+  LPs (they then arrive as ``tokens``);
+- ``returns_features``: whether ``forward(..., return_features=True)`` also returns the features
+  before its head (B, Q, hidden), which the pixel filter reads.
+Adding a decoder is its class (with its config) and one line: ``DECODERS[kind] = Decoder``.
+Queries never attend to each other, so memory is linear in the number of queries; ``lp_coords``
+(M, d) is the coordinate each LP stands for, used by the optional locality bias.
 """
 import dataclasses
 import itertools
@@ -38,6 +45,10 @@ class LAINRConfig:
     def __post_init__(self):
         _check_decoder_config(self)
 
+    @property
+    def reads_tokens(self):
+        return self.local_tokens
+
 
 @dataclass
 class SCENTConfig:
@@ -58,6 +69,10 @@ class SCENTConfig:
 
     def __post_init__(self):
         _check_decoder_config(self)
+
+    @property
+    def reads_tokens(self):
+        return self.local_tokens
 
 
 @dataclass
@@ -83,6 +98,10 @@ class LocalConfig:
             raise ValueError(f"sources must be a non-empty subset of ('lps', 'tokens'), got {self.sources}")
         _check_decoder_config(self)
 
+    @property
+    def reads_tokens(self):
+        return "tokens" in self.sources
+
 
 def _check_decoder_config(c):
     if c.features not in ("fourier", "gaussian"):
@@ -92,17 +111,27 @@ def _check_decoder_config(c):
 
 
 def decoder_config(d):
-    """A decoder config from a dict with its ``kind`` (a checkpoint's stored form), or as given."""
+    """A registered decoder's config from a dict with its ``kind`` (a checkpoint's stored form), or
+    as given when it already is one; anything else raises (TypeError / ValueError naming it)."""
     if not isinstance(d, dict):
+        if not any(isinstance(d, D.config_class) for D in DECODERS.values()):
+            raise TypeError(f"decoder must be the config of a registered decoder "
+                            f"({', '.join(D.config_class.__name__ for D in DECODERS.values())}), got {type(d).__name__}")
         return d
     kind = d.get("kind")
-    if kind not in DECODER_CONFIGS:
-        raise ValueError(f"decoder kind must be one of {sorted(DECODER_CONFIGS)}, got {kind!r}")
-    names = {f.name for f in dataclasses.fields(DECODER_CONFIGS[kind])}
+    if kind not in DECODERS:
+        raise ValueError(f"decoder kind must be one of {sorted(DECODERS)}, got {kind!r}")
+    cls = DECODERS[kind].config_class
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"unknown {kind} decoder option(s) {unknown}; known: {sorted(names)}")
-    return DECODER_CONFIGS[kind](**d)
+    return cls(**d)
+
+
+def returns_features(config):
+    """Whether the decoder of ``config`` can return its features before the head (the protocol)."""
+    return DECODERS[config.kind].returns_features
 
 
 def query_features(coord_dim, c):
@@ -165,6 +194,7 @@ class ResidualBlock(nn.Module):
 
 
 class LAINRDecoder(nn.Module):
+    config_class, returns_features = LAINRConfig, False
     """Fourier features of the query -> cross-attention to the LP latents (added to the query
     features) -> ResidualBlock trunk -> linear head.
 
@@ -208,6 +238,7 @@ class GEGLU(nn.Module):
 
 
 class SCENTDecoder(nn.Module):
+    config_class, returns_features = SCENTConfig, False
     """SCENT-style decoder: query Fourier features -> n_blocks x [pre-norm cross-attention to the
     latents with a skip of the query features, then a GEGLU feed-forward], optionally after
     ``latent_blocks`` self-attention blocks over the latents (M tokens, once per decode). Queries
@@ -318,6 +349,7 @@ class LocalReader(nn.Module):
 
 
 class LocalDecoder(nn.Module):
+    config_class, returns_features = LocalConfig, True
     """LocalReader over the LP lattice and/or the patch-token grid (summed) -> ResidualBlocks ->
     head. Memory is linear in the number of queries; no attention."""
 
@@ -402,8 +434,7 @@ def _cell(cell, coords):
     return torch.as_tensor(cell, dtype=coords.dtype, device=coords.device).expand_as(coords)
 
 
-DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder, "local": LocalDecoder}
-DECODER_CONFIGS = {"lainr": LAINRConfig, "scent": SCENTConfig, "local": LocalConfig}
+DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder, "local": LocalDecoder}   # kind -> decoder class
 
 
 def build_decoder(config, *, latent_dim, coord_dim, out_dim, lattice=None, token_grid=None):

@@ -7,7 +7,7 @@ from torch import nn
 
 from ginr_common.baselines import sample_bicubic
 from ginr_common.decoders import (LAINRConfig, LocalConfig, PixelFilter, SCENTConfig, build_decoder,
-                                  decoder_config)
+                                  decoder_config, returns_features)
 from ginr_common.encoder import MambaEncoder
 from ginr_common.fourier import make_grid
 from ginr_common.inputs import as_coords, as_image, as_scale, as_size, as_unit_range
@@ -43,16 +43,14 @@ class GINRConfig:
     def __post_init__(self):
         self.input_size = tuple(self.input_size)
         self.decoder = decoder_config(self.decoder)
-        if not isinstance(self.decoder, (LAINRConfig, SCENTConfig, LocalConfig)):
-            raise TypeError(f"decoder must be a LAINRConfig, SCENTConfig or LocalConfig, got {type(self.decoder).__name__}")
-        if self.pixel_filter and not isinstance(self.decoder, LocalConfig):
-            raise ValueError(f"pixel_filter needs the local decoder (LocalConfig), got {type(self.decoder).__name__}")
+        if self.pixel_filter and not returns_features(self.decoder):
+            raise ValueError(f"pixel_filter needs a decoder that returns its features (the local decoder, "
+                             f"LocalConfig), got {type(self.decoder).__name__}")
 
     @property
     def reads_tokens(self):
-        """Whether the decoder reads the encoded patch tokens beside the LPs."""
-        d = self.decoder
-        return "tokens" in d.sources if isinstance(d, LocalConfig) else d.local_tokens
+        """Whether the decoder reads the encoded patch tokens beside the LPs (its config says)."""
+        return self.decoder.reads_tokens
 
 
 class MambaGINR(nn.Module):

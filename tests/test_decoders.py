@@ -213,5 +213,55 @@ def test_pixel_filter_model_needs_images_and_the_local_decoder(seed):
     with pytest.raises(ValueError, match="pass images="):
         model.decode(model.encode(x), make_grid((8, 8)))
     assert model.render(x, (48, 48)).shape == (1, 3, 48, 48)
-    with pytest.raises(ValueError, match="pixel_filter needs the local decoder"):
+    with pytest.raises(ValueError, match="pixel_filter needs a decoder that returns its features"):
         GINRConfig(**SMALL, decoder=DEC["lainr"], pixel_filter=4)
+
+
+def test_a_new_decoder_is_one_class_and_one_registry_line(monkeypatch, tmp_path):
+    """A decoder that declares the protocol (its config class, whether it returns features) and is
+    registered by one line builds into MambaGINR, renders, saves and loads, takes --set style
+    settings; the model asks the decoder, not a list of known kinds."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from ginr_common.configs import get_config, with_settings
+    from ginr_common.fourier import FourierFeatures
+
+    @dataclass
+    class MeanConfig:
+        kind: str = "mean"
+        n_freqs: int = 4
+        reads_tokens = False          # a class attribute: not a stored field
+
+    class MeanDecoder(nn.Module):
+        """The mean of the LP latents and Fourier features of the query, through one linear layer."""
+        config_class, returns_features = MeanConfig, False
+
+        def __init__(self, config, *, latent_dim, coord_dim=2, out_dim=3, lattice=None, token_grid=None):
+            super().__init__()
+            self.ff = FourierFeatures(coord_dim, config.n_freqs)
+            self.net = nn.Linear(latent_dim + self.ff.out_dim, out_dim)
+
+        def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False):
+            pooled = latents.mean(1, keepdim=True).expand(-1, coords.shape[1], -1)
+            return self.net(torch.cat([pooled, self.ff(coords)], -1))
+
+    monkeypatch.setitem(DECODERS, "mean", MeanDecoder)          # the registry line
+    model = MambaGINR(GINRConfig(**SMALL, decoder=MeanConfig())).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert isinstance(model.decoder, MeanDecoder) and model.render(x, (40, 40)).shape == (2, 3, 40, 40)
+    save_checkpoint(tmp_path / "m.pt", model)
+    again, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["config"]["decoder"] == {"kind": "mean", "n_freqs": 4}
+    assert isinstance(again.decoder.ff, FourierFeatures) and torch.equal(again.render(x, 40), model.render(x, 40))
+    cfg = get_config("standard_fourier", "smoke")
+    cfg.model = GINRConfig(**SMALL, decoder=MeanConfig())
+    assert with_settings(cfg, {"model.decoder.n_freqs": 6}).model.decoder == MeanConfig(n_freqs=6)
+    with pytest.raises(ValueError, match="pixel_filter needs a decoder that returns its features"):
+        GINRConfig(**SMALL, decoder=MeanConfig(), pixel_filter=4)
+    monkeypatch.delitem(DECODERS, "mean")
+    with pytest.raises(TypeError, match="decoder must be the config of a registered decoder"):
+        GINRConfig(**SMALL, decoder=MeanConfig())
+    with pytest.raises(ValueError, match="decoder kind must be one of"):
+        load_checkpoint(tmp_path / "m.pt")
