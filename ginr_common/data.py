@@ -18,6 +18,7 @@ from sklearn.datasets import load_sample_image
 from torch.utils.data import Dataset, Subset
 
 from ginr_common._io import atomic_write
+from ginr_common.inputs import as_image, as_unit_range
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
@@ -206,38 +207,27 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy", ".np
 
 def read_image(path, channels=3):
     """One image file as a float tensor (channels, H, W) in [0, 1]: PNG, JPEG, TIFF or BMP (through
-    PIL; RGBA loses its alpha channel, grayscale is repeated to ``channels``), or a NumPy array
-    (.npy, or the first array of an .npz) shaped (H, W) or (C, H, W), uint8 or floats in [0, 1].
-    ValueError naming the file when it cannot be read or holds something else."""
+    PIL), or a NumPy array (.npy, or the first array of an .npz) shaped (H, W) or (C, H, W), uint8
+    (16-bit images: 0..65535) or floats in [0, 1]. Channels as ``inputs.as_image`` converts them
+    (RGBA loses its alpha channel, grayscale is repeated to ``channels``). ValueError naming the
+    file when it cannot be read or holds something else."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".npy", ".npz"):
             arr = np.load(path)
-            if isinstance(arr, np.lib.npyio.NpzFile):
-                arr = arr[arr.files[0]]
-            x = torch.from_numpy(np.array(arr))
-            x = x[None] if x.dim() == 2 else x
+            arr = arr[arr.files[0]] if isinstance(arr, np.lib.npyio.NpzFile) else arr
+            x = torch.from_numpy(np.array(arr))      # channels first, as the array is stored
         else:
             from PIL import Image   # PIL is matplotlib's and scikit-image's dependency too
 
             with Image.open(path) as im:
-                arr = np.array(im.convert("RGB" if im.mode not in ("L", "I;16", "I", "F") else im.mode))
-            x = torch.from_numpy(arr.astype(np.float32) / 65535 if arr.dtype == np.uint16 else arr)
-            x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)
+                arr = np.array(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I", "F") else im.convert("RGB"))
+            x = torch.from_numpy(arr if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
-    if x.dim() != 3:
-        raise ValueError(f"{path}: expected a 2-D image (H, W) or (C, H, W), got an array of shape {tuple(x.shape)}")
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ValueError(f"{path}: values must be in [0, 1] (or uint8), got [{float(x.min()):.4g}, {float(x.max()):.4g}]")
-    if x.shape[0] == 1 and channels > 1:
-        x = x.expand(channels, -1, -1)
-    elif x.shape[0] == 4 and channels == 3:
-        x = x[:3]
-    if x.shape[0] != channels:
-        raise ValueError(f"{path}: has {x.shape[0]} channels, the model reads {channels}")
-    return x
+    if x.dtype in (torch.uint16, torch.int32) and x.dim() <= 3:
+        x = x.float() / 65535                       # 16-bit images
+    return as_unit_range(as_image(x, channels, name=str(path)), str(path), torch.float32)
 
 
 def folder_splits(folder):

@@ -130,10 +130,10 @@ def test_folder_reads_every_format_and_names_what_it_cannot(tmp_path):
         load_folder(tmp_path, progress=False)
     (tmp_path / "f.png").unlink()
     np.save(tmp_path / "g.npy", np.full((40, 40), 3.0))
-    with pytest.raises(ValueError, match=r"g.npy: values must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"g.npy must hold values in \[0, 1\]"):
         read_image(tmp_path / "g.npy")
     np.save(tmp_path / "g.npy", np.zeros((2, 3, 40, 40)))
-    with pytest.raises(ValueError, match=r"g.npy: expected a 2-D image"):
+    with pytest.raises(ValueError, match=r"g.npy must be \(C, H, W\) or \(H, W\), got shape \(2, 3, 40, 40\)"):
         read_image(tmp_path / "g.npy")
     (tmp_path / "g.npy").unlink()
     with pytest.raises(ValueError, match=r"every (train|val|test) image is smaller than the model's input size 48x48: "):
