@@ -34,7 +34,8 @@ def _dec(**kw):
 def _set(**kw):
     def f(c):
         for k, v in kw.items():
-            obj, name = (c.model, k[6:]) if k.startswith("model_") else (c, k)
+            obj, name = (c.model, k[6:]) if k.startswith("model_") else (c.options, k) if hasattr(c.options, k) \
+                else (c, k)
             setattr(obj, name, v)
     return f
 
@@ -43,7 +44,7 @@ def _first(change):
     """Notebook 1's ablations run at the settings they were measured with: 2x2 patches, 256 input-grid
     and 512 HR pixels per image and step, 1500 steps."""
     def f(c):
-        c.model.patch_size, c.lr_queries, c.sr_queries, c.steps = 2, 256, 512, 1500
+        c.model.patch_size, c.options.lr_queries, c.options.sr_queries, c.steps = 2, 256, 512, 1500
         change(c)
     return f
 

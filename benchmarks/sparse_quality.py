@@ -37,7 +37,7 @@ def _model(**kw):
 
 
 def _joint_only(c):
-    c.steps, c.estimate_steps = c.steps - c.estimate_steps, 0
+    c.steps, c.options.estimate_steps = c.steps - c.options.estimate_steps, 0
 
 
 def _joint_model(**kw):   # no refiner: no estimate stage either
@@ -69,10 +69,10 @@ VARIANTS = {   # name: (change, what it tests)
     "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 downsamples of the crops only "
                           "(no HR targets, no zoomed windows)"),
     "flow/ema": (lambda c: setattr(c, "ema", 0.99), "a moving average of the weights (decay 0.99) validated and kept"),
-    "flow/uniform-times": (lambda c: setattr(c, "time_power", 1.0), "training times uniform in [0, 1] (not skewed "
+    "flow/uniform-times": (lambda c: setattr(c.options, "time_power", 1.0), "training times uniform in [0, 1] (not skewed "
                            "early)"),
-    "flow/stage-400": (lambda c: (setattr(c, "steps", 850), setattr(c, "estimate_steps", 400),
-                                  setattr(c, "time_power", 1.0), _model(local_spread=False, noise_scale=0.15)(c)),
+    "flow/stage-400": (lambda c: (setattr(c, "steps", 850), setattr(c.options, "estimate_steps", 400),
+                                  setattr(c.options, "time_power", 1.0), _model(local_spread=False, noise_scale=0.15)(c)),
                        "an earlier release: an estimate stage of 400 steps, 450 joint steps, uniform times, one "
                        "spread for every query"),
 }

@@ -38,17 +38,28 @@ def model_for(config):
 
 
 def _upgrade(d):
-    """Configs stored before decoders had typed configs: decoder="lainr" + decoder_kwargs={...}."""
+    """Configs stored by earlier versions: decoder="lainr" + decoder_kwargs={...} (before decoders
+    had typed configs); no ``pixel_filter`` (before it existed); the local decoder's unused
+    ``heads``; the flow's ``neighbour_filter``, removed (a checkpoint that used it cannot be
+    rebuilt)."""
     if "decoder_kwargs" in d:
         d["decoder"] = {"kind": d["decoder"], **d.pop("decoder_kwargs")}
         if d["decoder"].get("locality"):
             d["decoder"].setdefault("lp_grid", 16)     # the distance unit those checkpoints were trained with
+    if d.get("family", "ginr") == "ginr":
+        d.setdefault("pixel_filter", 0)   # configs stored before the pixel filter existed had none
+    if isinstance(d.get("decoder"), dict) and d["decoder"].get("kind") == "local":
+        d["decoder"] = {k: v for k, v in d["decoder"].items() if k != "heads"}
+    if d.get("family") == "flow" and "neighbour_filter" in d:
+        if d.pop("neighbour_filter"):
+            raise ValueError("this flow checkpoint uses neighbour_filter=True, which this version no longer has")
     return d
 
 
-def config_from_dict(d):
-    """The config dataclass of a stored config dict (with its ``family``)."""
-    d = _upgrade(dict(d))
+def config_from_dict(d, stored=True):
+    """The config dataclass of a config dict (with its ``family``); ``stored``: one that a
+    checkpoint or weights folder recorded, read as the version that wrote it meant it (``_upgrade``)."""
+    d = _upgrade(dict(d)) if stored else dict(d)
     family = d.pop("family", "ginr")
     if family not in MODEL_FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_FAMILIES)}")

@@ -310,22 +310,15 @@ def augment(images, generator):
     return torch.stack([x[p] for x, p in zip(out, perms)])
 
 
-def sparse_masks(ids, num_pixels, frac=0.2, seed=42, supervise="disjoint"):
-    """Observed and supervised pixel indices for the images ``ids``: (observed (n, k), supervised
-    (n, k) for ``disjoint`` (a second, disjoint k) or (n, num_pixels - k) for ``rest`` (every
-    unobserved pixel)), k = round(frac * num_pixels), each row sorted. Image i's masks come from a
-    generator seeded with (seed, i): deterministic and specific to the image, whatever the batch."""
-    if supervise not in ("disjoint", "rest"):
-        raise ValueError(f"supervise must be 'disjoint' or 'rest', got {supervise!r}")
+def sparse_masks(ids, num_pixels, frac=0.2, seed=42):
+    """The observed pixel indices (n, k) of the images ``ids``, k = round(frac * num_pixels), each
+    row sorted. Image i's mask comes from a generator seeded with (seed, i): deterministic and
+    specific to the image, whatever the batch."""
     k = round(frac * num_pixels)
-    if not (0 < k and (2 * k if supervise == "disjoint" else k) < num_pixels):
-        raise ValueError(f"frac={frac} leaves no pixels to observe or supervise among {num_pixels}")
-    obs, sup = [], []
-    for i in ids:
-        perm = torch.randperm(num_pixels, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
-        obs.append(perm[:k].sort().values)
-        sup.append((perm[k:2 * k] if supervise == "disjoint" else perm[k:]).sort().values)
-    return torch.stack(obs), torch.stack(sup)
+    if not 0 < k < num_pixels:
+        raise ValueError(f"frac={frac} observes {k} of {num_pixels} pixels: it must observe some and not all")
+    return torch.stack([torch.randperm(num_pixels, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))[:k]
+                        .sort().values for i in ids])
 
 
 def dataset_identity(dataset, name, split):
@@ -345,17 +338,12 @@ def dataset_identity(dataset, name, split):
     return {"name": name, "split": split, "n": len(dataset), "sha256": h.hexdigest()}
 
 
-def take_rows(x, idx):
-    """Per-batch row selection: x (B, N, C), idx (B, K) long -> (B, K, C)."""
-    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
-
-
 def load_sr_pairs(split="test", root=DATA_DIR):
     """(lr (N, 3, 32, 32), hr (N, 3, 128, 128)) float pairs from the embedded photos."""
     s = load_photos(root)[split]
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["augment", "dataset_identity", "folder_identity", "folder_splits", "load_folder", "read_image", "resize", "sparse_masks", "take_rows",
+__all__ = ["augment", "dataset_identity", "folder_identity", "folder_splits", "load_folder", "read_image", "resize", "sparse_masks",
            "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

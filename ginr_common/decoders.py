@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures
+from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures, make_grid
 from ginr_common.transformer import TransformerStack  # the optional latent processor of SCENT
 
 
 @dataclass
 class LAINRConfig:
-    """The LAINR decoder: query features -> cross-attention to the LPs -> ResidualBlocks -> head."""
+    """The LAINR decoder: query features -> cross-attention to the LPs -> ResidualBlocks -> head
+    (defaults: the reference design's decoder)."""
     kind: str = "lainr"
     hidden: int = 256
     n_blocks: int = 3
@@ -52,20 +53,21 @@ class LAINRConfig:
 
 @dataclass
 class SCENTConfig:
-    """The SCENT-style decoder: n_blocks x [pre-norm cross-attention with a skip, GEGLU]."""
+    """The SCENT-style decoder: n_blocks x [pre-norm cross-attention with a skip, GEGLU] (defaults:
+    notebook 3's cpu model)."""
     kind: str = "scent"
-    hidden: int = 256
+    hidden: int = 128
     n_blocks: int = 2
     heads: int = 4
     latent_blocks: int = 0        # self-attention blocks over the latents, once per decode
     features: str = "gaussian"
     n_freqs: int = 64
     max_freq: float = 32.0
-    sigma: float = 10.0
+    sigma: float = 8.0
     learnable_freqs: bool = False
-    locality: bool = False
+    locality: bool = True
     lp_grid: int | None = None
-    local_tokens: bool = False
+    local_tokens: bool = True
 
     def __post_init__(self):
         _check_decoder_config(self)
@@ -80,9 +82,9 @@ class LocalConfig:
     """The local decoder (in the manner of LIIF): each query reads the 2^d lattice points around
     it, of the LP lattice and/or the patch-token grid, with the offset in lattice units (Fourier
     encoded) and its cell size; the 2^d readings are blended by area weights; ResidualBlocks;
-    head."""
+    head (defaults: notebook 1's cpu model)."""
     kind: str = "local"
-    hidden: int = 256
+    hidden: int = 128
     n_blocks: int = 2
     sources: tuple = ("lps", "tokens")
     features: str = "fourier"     # encoding of the offset: "fourier" (log-spaced) or "gaussian"
@@ -90,7 +92,6 @@ class LocalConfig:
     max_freq: float = 4.0
     sigma: float = 1.0
     learnable_freqs: bool = False
-    heads: int = 1                # unused (no attention); kept so every decoder config has the field
 
     def __post_init__(self):
         self.sources = tuple(self.sources)
@@ -103,10 +104,29 @@ class LocalConfig:
         return "tokens" in self.sources
 
 
+@dataclass
+class NeighbourConfig:
+    """The neighbour decoder: each query reads its ``k`` nearest encoded patch tokens (scattered
+    points at the patch centres; ``NeighbourReader``, the reader of the flow model) with their
+    offsets and its cell size; ResidualBlocks; head."""
+    kind: str = "neighbours"
+    hidden: int = 128
+    n_blocks: int = 2
+    k: int = 8
+
+    def __post_init__(self):
+        if self.k < 1 or self.hidden < 1:
+            raise ValueError(f"k and hidden must be >= 1, got k={self.k}, hidden={self.hidden}")
+
+    @property
+    def reads_tokens(self):
+        return True
+
+
 def _check_decoder_config(c):
     if c.features not in ("fourier", "gaussian"):
         raise ValueError(f"features must be 'fourier' or 'gaussian', got {c.features!r}")
-    if c.hidden % c.heads:
+    if hasattr(c, "heads") and c.hidden % c.heads:
         raise ValueError(f"hidden={c.hidden} must be divisible by heads={c.heads}")
 
 
@@ -348,6 +368,72 @@ class LocalReader(nn.Module):
         return self.out(h)
 
 
+class NeighbourReader(nn.Module):
+    """Reads features of scattered points (B, N, F) at queries (B, Q, d), in the manner of LIIF's
+    local reading: each query reads its ``k`` nearest points; per neighbour j a two-layer MLP of
+    [feature_j, Fourier features of offset_j / 4, offset_j, the query's cell] gives a reading and a
+    logit (offset = point - query and cell both in cells of a ``unit`` grid); the readings are
+    pooled by the softmax of the logits. Returns (features (B, Q, hidden), the neighbours'
+    indices into the points (B, Q, k), nearest first). Memory is linear in the queries
+    (``chunk`` queries at a time against all N points)."""
+
+    def __init__(self, coord_dim, feat_dim, hidden, k=8, chunk=4096):
+        super().__init__()
+        self.k, self.chunk = k, chunk
+        self.ff = FourierFeatures(coord_dim, 4, max_freq=4.0)
+        self.net = nn.Sequential(nn.Linear(feat_dim + self.ff.out_dim + 2 * coord_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden + 1))
+
+    def forward(self, points, feats, queries, cell, unit):
+        """points (B, N, d) and queries (B, Q, d) in [0, 1], feats (B, N, F), cell (B, 1 or Q, d)
+        in [0, 1] units, unit (d,): the grid whose cells measure offsets and cells."""
+        if points.shape[1] < self.k:
+            raise ValueError(f"the reader takes the k={self.k} nearest points, got {points.shape[1]} points")
+        unit = torch.as_tensor(unit, dtype=queries.dtype, device=queries.device)
+        cell = cell * unit
+        out, index = [], []
+        for i in range(0, queries.shape[1], self.chunk):
+            q = queries[:, i:i + self.chunk]
+            delta = (points[:, None] - q[:, :, None]) * unit                   # (B, q, N, d)
+            _, j = delta.pow(2).sum(-1).topk(self.k, dim=-1, largest=False)     # (B, q, k)
+            f = feats.gather(1, j.flatten(1)[..., None].expand(-1, -1, feats.shape[-1])).view(*j.shape, -1)
+            off = delta.gather(2, j[..., None].expand(-1, -1, -1, delta.shape[-1]))
+            c = (cell if cell.shape[1] == 1 else cell[:, i:i + self.chunk]).expand(-1, q.shape[1], -1)
+            r = self.net(torch.cat([f, self.ff(off / 4), off, c[:, :, None].expand_as(off)], -1))
+            out.append((r[..., -1:].softmax(2) * r[..., :-1]).sum(2))
+            index.append(j)
+        return torch.cat(out, 1), torch.cat(index, 1)
+
+
+class NeighbourDecoder(nn.Module):
+    config_class, returns_features = NeighbourConfig, True
+    """NeighbourReader over the encoded patch tokens (points at the patch centres) -> ResidualBlocks
+    -> head: the flow model's reader of scattered points, decoding a reconstruction."""
+
+    def __init__(self, config: NeighbourConfig, *, latent_dim, coord_dim=2, out_dim=3, lattice=None, token_grid=None):
+        super().__init__()
+        self.config = c = config
+        if token_grid is None:
+            raise ValueError("the neighbour decoder reads the patch tokens: pass token_grid= (as MambaGINR does)")
+        self.token_grid = tuple(token_grid)
+        self.register_buffer("centres", make_grid(self.token_grid), persistent=False)
+        self.reader = NeighbourReader(coord_dim, latent_dim, c.hidden, min(c.k, math.prod(self.token_grid)))
+        self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
+
+    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False,
+                return_features=False):
+        """-> (B, Q, out_dim); with ``return_features`` also the features before the head (B, Q, hidden)."""
+        if return_attention:
+            raise ValueError("the neighbour decoder has no attention to return")
+        if tokens is None:
+            raise ValueError("the neighbour decoder reads the encoded patch tokens: pass tokens= (B, N, D)")
+        points = self.centres.to(coords.dtype).expand(coords.shape[0], -1, -1)
+        h, _ = self.reader(points, tokens, coords, _cell(cell, coords), self.token_grid)
+        h = self.blocks(h)
+        return (self.head(h), h) if return_features else self.head(h)
+
+
 class LocalDecoder(nn.Module):
     config_class, returns_features = LocalConfig, True
     """LocalReader over the LP lattice and/or the patch-token grid (summed) -> ResidualBlocks ->
@@ -434,7 +520,8 @@ def _cell(cell, coords):
     return torch.as_tensor(cell, dtype=coords.dtype, device=coords.device).expand_as(coords)
 
 
-DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder, "local": LocalDecoder}   # kind -> decoder class
+DECODERS = {"lainr": LAINRDecoder, "scent": SCENTDecoder, "local": LocalDecoder,   # kind -> decoder class
+            "neighbours": NeighbourDecoder}
 
 
 def build_decoder(config, *, latent_dim, coord_dim, out_dim, lattice=None, token_grid=None):

@@ -1,9 +1,14 @@
-"""Patch tokenizer for any number of spatial dims, and the Mamba-GINR encoder:
-patch tokens + Fourier encoding of patch centres -> interleaved LPs -> BiMamba stack -> LP latents."""
+"""The encoders. Of a grid (images, volumes): the patch tokenizer for any number of spatial dims
+and the Mamba-GINR encoder (patch tokens + Fourier encoding of patch centres -> interleaved LPs ->
+BiMamba stack -> LP latents). Of scattered points (a fraction of an image's pixels, any
+coordinates): ``PointEncoder`` (point tokens along a space-filling curve -> the same LPs and stack)."""
 import math
+from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from ginr_common.curves import curve_index, take_rows
 from ginr_common.fourier import FourierFeatures, make_grid
 from ginr_common.mamba import BiMambaStack
 from ginr_common.transformer import TransformerStack
@@ -91,3 +96,35 @@ class MambaEncoder(nn.Module):
         """The home of each LP (M, d): the points of the lattice ``self.lattice`` in raster order
         (see ``tokens.lp_lattice``). Used by local decoders and the locality bias."""
         return lp_homes(self.lattice)
+
+
+@dataclass
+class EncodedPoints:
+    """Scattered points after ``PointEncoder``, in the order of its space-filling curve."""
+    coords: torch.Tensor    # (B, N, d) in [0, 1]
+    values: torch.Tensor    # (B, N, C), as given
+    tokens: torch.Tensor    # (B, N, dim): each point's token after the BiMamba stack
+
+
+class PointEncoder(nn.Module):
+    """Scattered points -> ``EncodedPoints``. Each point is a token (a Linear of its value and of
+    Fourier features of its coordinate, up to ``max_freq``); the tokens, ordered along a
+    space-filling curve of their coordinates (``curves.curve_index``: Hilbert in 2-D, Morton
+    otherwise) with ``num_lp`` LPs interleaved, pass through a BiMamba stack. Any number of points
+    per call; the order makes neighbours in space neighbours in the sequence."""
+
+    def __init__(self, coord_dim, channels, *, dim, depth, num_lp, d_state=16, n_freqs=8, max_freq=16.0):
+        super().__init__()
+        self.ff = FourierFeatures(coord_dim, n_freqs, max_freq=max_freq)
+        self.embed = nn.Linear(self.ff.out_dim + channels, dim)
+        self.lp = ImplicitSequentialBias(num_lp, dim, None, type="equidistant")
+        self.stack = BiMambaStack(dim, depth, d_state=d_state)
+
+    def forward(self, coords, values):
+        """coords (B, N, d) in [0, 1], values (B, N, C) -> EncodedPoints (reordered along the curve)."""
+        order = curve_index(coords).argsort(dim=1)
+        coords, values = take_rows(coords, order), take_rows(values, order)
+        tokens = self.embed(torch.cat([self.ff(coords), values], -1))
+        encoded = self.stack(self.lp.add_lp(tokens))
+        _, token_idx, _ = self.lp.indices(tokens.shape[1])
+        return EncodedPoints(coords, values, encoded[:, token_idx])

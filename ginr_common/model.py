@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ginr_common.baselines import sample_bicubic
-from ginr_common.decoders import (LAINRConfig, LocalConfig, PixelFilter, SCENTConfig, build_decoder,
+from ginr_common.decoders import (LAINRConfig, LocalConfig, NeighbourConfig, PixelFilter, SCENTConfig, build_decoder,
                                   decoder_config, returns_features)
 from ginr_common.encoder import MambaEncoder
 from ginr_common.fourier import make_grid
@@ -17,14 +17,15 @@ from ginr_common.tokens import ImplicitSequentialBias
 
 @dataclass
 class GINRConfig:
-    """One MambaGINR model: the encoder's fields, then a typed decoder config."""
+    """One MambaGINR model: the encoder's fields, then a typed decoder config (defaults: notebook 1's
+    cpu model, ``standard_fourier``)."""
     name: str = "standard_fourier"
     input_size: tuple = (32, 32)
     in_channels: int = 3
-    patch_size: int = 2
-    dim: int = 256
-    depth: int = 6
-    num_lp: int = 256
+    patch_size: int = 4
+    dim: int = 64
+    depth: int = 2
+    num_lp: int = 64
     lp_type: str = "equidistant"
     n_group: int = 2
     lp_init: str = "sinusoidal"
@@ -32,20 +33,21 @@ class GINRConfig:
     d_state: int = 16
     token_freqs: int = 8
     mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
-    decoder: LAINRConfig | SCENTConfig | LocalConfig = field(default_factory=LAINRConfig)
+    decoder: LocalConfig | SCENTConfig | LAINRConfig | NeighbourConfig = field(default_factory=LocalConfig)
     input_skip: bool = False    # decode a residual over bicubic interpolation of the input (needs images)
     pixel_tokens: bool = False  # with a decoder that reads patch tokens: add a projection of each patch's own
                                 # pixels to its encoded token (pixel-aligned features keep the exact input)
-    pixel_filter: int = 0       # k > 0: add a k^d filter over the input pixels around each query, its weights
-                                # predicted by the local decoder (decoders.PixelFilter); needs images at decode
+    pixel_filter: int = 8       # k > 0: add a k^d filter over the input pixels around each query, its weights
+                                # predicted by the decoder's features (decoders.PixelFilter; 0: none); needs
+                                # images at decode and a decoder that returns its features
     query_chunk: int = 16384
 
     def __post_init__(self):
         self.input_size = tuple(self.input_size)
         self.decoder = decoder_config(self.decoder)
         if self.pixel_filter and not returns_features(self.decoder):
-            raise ValueError(f"pixel_filter needs a decoder that returns its features (the local decoder, "
-                             f"LocalConfig), got {type(self.decoder).__name__}")
+            raise ValueError(f"pixel_filter={self.pixel_filter} needs a decoder that returns its features (the local "
+                             f"or neighbour decoder), got {type(self.decoder).__name__}: set pixel_filter=0")
 
     @property
     def reads_tokens(self):

@@ -87,11 +87,14 @@ def lp_diversity(lps):
 
 
 def sinusoidal(positions, dim):
-    """Transformer sinusoidal embedding of integer positions -> (len(positions), dim)."""
-    pos = torch.as_tensor(positions, dtype=torch.float32)[:, None]
-    i = torch.arange(0, dim, 2, dtype=torch.float32)
+    """Transformer sinusoidal embedding of positions (L,) -> (L, dim): sin and cos of position /
+    10000^(2k / dim), interleaved (sin in even columns). Integer positions give float32; real
+    positions (times, for instance) keep their dtype and device."""
+    pos = torch.as_tensor(positions)
+    pos = (pos if pos.is_floating_point() else pos.float())[:, None]
+    i = torch.arange(0, dim, 2, dtype=pos.dtype, device=pos.device)
     ang = pos / 10000 ** (i / dim)
-    emb = torch.zeros(len(pos), dim)
+    emb = torch.zeros(len(pos), dim, dtype=pos.dtype, device=pos.device)
     emb[:, 0::2] = torch.sin(ang)
     emb[:, 1::2] = torch.cos(ang)[:, : dim // 2]
     return emb

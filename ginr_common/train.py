@@ -119,9 +119,11 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
     elif last.exists() and not fresh:
         raise ValueError(f"{out} already holds a run: resume it (resume=True, --resume) or overwrite it "
                          "(fresh=True, --fresh)")
-    # the refiner's estimate alone (estimate_steps) leaves the other parameters without gradient
-    unused = cfg.estimate_steps > 0
-    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
+    # a task's earlier stages train parts of the model alone; validation starts with its last stage
+    stages = task.stages()
+    validate_from = stages[-1][1]
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=len(stages) > 1) \
+        if world > 1 else model
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     board = tensorboard(out, state["step"]) if rank == 0 else None
@@ -165,8 +167,8 @@ def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, 
                 board.add_scalar(tag, record[key], step)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.2e}", psnr=f"{record['train_psnr']:.2f}")
-        # validated from the end of the estimate stage on (the flow is untrained before it)
-        if (step % cfg.val_every == 0 and step > cfg.estimate_steps) or step == cfg.steps:
+        # validated from the start of the last training stage on
+        if (step % cfg.val_every == 0 and step > validate_from) or step == cfg.steps:
             record["val_psnr"] = task.validate(evaluated, datasets)
             bar.write(f"step {step}: val PSNR {record['val_psnr']:.2f} dB")
             if board is not None:
@@ -237,7 +239,7 @@ def main(argv=None):
     run.add_argument("--fresh", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--out", default=None, help="run folder (default checkpoints/<config>-<hash of the settings>)")
     p.add_argument("--steps", type=int, default=None,
-                   help="override the profile's number of steps (an estimate stage keeps its share)")
+                   help="override the profile's number of steps (a training stage keeps its share)")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any field of the configuration, dotted, the value in JSON (repeatable): "
@@ -254,8 +256,8 @@ def main(argv=None):
         settings[key.strip()] = value
     try:
         cfg = load_config_file(a.config_file) if a.config_file else get_config(a.config, a.profile or default_profile())
-        if a.steps:   # the estimate stage (sparse_flow) keeps its share of the steps
-            cfg.estimate_steps = cfg.estimate_steps * a.steps // cfg.steps
+        if a.steps:   # options tied to the length (a training stage) keep their share
+            cfg.options = cfg.options.for_steps(cfg.steps, a.steps)
             cfg.steps = a.steps
         if a.seed is not None:
             cfg.seed = a.seed

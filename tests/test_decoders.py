@@ -6,16 +6,17 @@ import torch
 import torch.nn.functional as F
 
 from ginr_common.checkpoints import load_checkpoint, save_checkpoint
-from ginr_common.decoders import (DECODERS, LAINRConfig, LocalConfig, LocalityBias, SCENTConfig, SCENTDecoder, build_decoder,
-                                  lattice_corners)
+from ginr_common.decoders import (DECODERS, LAINRConfig, LocalConfig, LocalityBias, NeighbourConfig, NeighbourReader,
+                                  SCENTConfig, SCENTDecoder, build_decoder, lattice_corners)
 from ginr_common.fourier import make_grid
 from ginr_common.model import GINRConfig, MambaGINR
 
-SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4)
+SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, patch_size=2, pixel_filter=0)
 DEC = {
     "lainr": LAINRConfig(hidden=32, n_freqs=8, heads=2, n_blocks=1, features="gaussian", sigma=6.0, locality=True),
     "scent": SCENTConfig(hidden=32, n_freqs=8, heads=4, n_blocks=2, latent_blocks=1, locality=True, local_tokens=True),
     "local": LocalConfig(hidden=32, n_blocks=1),
+    "neighbours": NeighbourConfig(hidden=32, n_blocks=1, k=4),
 }
 
 
@@ -208,13 +209,59 @@ def test_pixel_filter_gathers_the_right_pixels_in_float64(seed):
 
 
 def test_pixel_filter_model_needs_images_and_the_local_decoder(seed):
-    model = MambaGINR(GINRConfig(**SMALL, decoder=DEC["local"], pixel_filter=4)).eval()
+    model = MambaGINR(GINRConfig(**{**SMALL, "pixel_filter": 4}, decoder=DEC["local"])).eval()
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="pass images="):
         model.decode(model.encode(x), make_grid((8, 8)))
     assert model.render(x, (48, 48)).shape == (1, 3, 48, 48)
-    with pytest.raises(ValueError, match="pixel_filter needs a decoder that returns its features"):
-        GINRConfig(**SMALL, decoder=DEC["lainr"], pixel_filter=4)
+    with pytest.raises(ValueError, match="pixel_filter=4 needs a decoder that returns its features"):
+        GINRConfig(**{**SMALL, "pixel_filter": 4}, decoder=DEC["lainr"])
+
+
+def test_neighbour_reader_pools_the_k_nearest_points_in_float64(seed):
+    """Against a brute-force reading, query by query in float64: the k nearest points (by distance
+    in cells of the unit grid), each read by the MLP from [feature, Fourier features of offset / 4,
+    offset, cell] with the offset point - query, pooled by the softmax of their logits; queries in
+    chunks of 3 and a cell per query give the same; too few points are named."""
+    g = torch.Generator().manual_seed(seed)
+    reader = NeighbourReader(2, 5, 8, k=3, chunk=3).double()
+    points = torch.rand(2, 9, 2, generator=g, dtype=torch.float64)
+    feats = torch.randn(2, 9, 5, generator=g, dtype=torch.float64)
+    queries = torch.rand(2, 7, 2, generator=g, dtype=torch.float64)
+    cell = torch.rand(2, 7, 2, generator=g, dtype=torch.float64) / 8
+    unit = (8, 6)
+    h, index = reader(points, feats, queries, cell, unit)
+    u = torch.tensor(unit, dtype=torch.float64)
+    for b in range(2):
+        for q in range(7):
+            off = (points[b] - queries[b, q]) * u                          # (N, 2)
+            nearest = off.norm(dim=-1).argsort()[:3]
+            assert index[b, q].tolist() == nearest.tolist()
+            o = off[nearest]
+            r = reader.net(torch.cat([feats[b, nearest], reader.ff(o / 4), o, (cell[b, q] * u).expand(3, -1)], -1))
+            expected = (torch.softmax(r[:, -1], 0)[:, None] * r[:, :-1]).sum(0)
+            assert torch.allclose(h[b, q], expected)
+    shared, _ = reader(points, feats, queries, cell[:, :1], unit)          # one cell for every query
+    assert torch.allclose(shared[:, 0], h[:, 0]) and not torch.allclose(shared, h)
+    with pytest.raises(ValueError, match="the k=3 nearest points, got 2 points"):
+        reader(points[:, :2], feats[:, :2], queries, cell, unit)
+
+
+def test_a_reconstruction_over_the_neighbour_reader_trains(tmp_path):
+    """The flow's reader of scattered points decodes a reconstruction model (points at the patch
+    centres, the encoded patch tokens their features, with the pixel filter): it trains through
+    fit (the loss falls on the embedded photos), and its checkpoint reloads and renders at any size."""
+    from ginr_common.configs import get_config, with_settings
+    from ginr_common.train import fit
+    cfg = with_settings(get_config("standard_fourier", "smoke"), {"model.decoder": {"kind": "neighbours", "hidden": 32},
+                                                                  "steps": 30, "val_every": 30, "ckpt_every": 30})
+    m = fit(cfg, out=tmp_path, progress=False)
+    losses = [h["loss"] for h in m["history"]]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    model, _ = load_checkpoint(tmp_path / "best.pt")
+    assert type(model.decoder).__name__ == "NeighbourDecoder" and model.pixel_filter is not None
+    x = torch.rand(1, 3, 32, 32)
+    assert model.render(x, (48, 40)).shape == (1, 3, 48, 40)
 
 
 def test_a_new_decoder_is_one_class_and_one_registry_line(monkeypatch, tmp_path):
@@ -258,8 +305,8 @@ def test_a_new_decoder_is_one_class_and_one_registry_line(monkeypatch, tmp_path)
     cfg = get_config("standard_fourier", "smoke")
     cfg.model = GINRConfig(**SMALL, decoder=MeanConfig())
     assert with_settings(cfg, {"model.decoder.n_freqs": 6}).model.decoder == MeanConfig(n_freqs=6)
-    with pytest.raises(ValueError, match="pixel_filter needs a decoder that returns its features"):
-        GINRConfig(**SMALL, decoder=MeanConfig(), pixel_filter=4)
+    with pytest.raises(ValueError, match="pixel_filter=4 needs a decoder that returns its features"):
+        GINRConfig(**{**SMALL, "pixel_filter": 4}, decoder=MeanConfig())
     monkeypatch.delitem(DECODERS, "mean")
     with pytest.raises(TypeError, match="decoder must be the config of a registered decoder"):
         GINRConfig(**SMALL, decoder=MeanConfig())

@@ -12,21 +12,38 @@ import torch
 from ginr_common.checkpoints import load_checkpoint, save_checkpoint
 from ginr_common.configs import get_config
 from ginr_common.data import sparse_masks
-from ginr_common.flow import (FlowConfig, SparseFieldFlow, coordinate_noise, curve_index, curve_orders,
-                              default_cell, flow_matching_loss, rasterise, read_grid)
+from ginr_common.curves import curve_index, curve_orders
+from ginr_common.encoder import EncodedPoints
+from ginr_common.flow import Context, FlowConfig, SparseFieldFlow, coordinate_noise, default_cell, flow_matching_loss
+from ginr_common.flow.estimate import rasterise, read_grid
+from ginr_common.flow.sampler import solve
 from ginr_common.baselines import interpolate_sparse
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import masked_psnr
+from ginr_common.tasks import FlowOptions
 from ginr_common.tasks.sparse_flow import observe, sample_psnr
 from ginr_common.train import fit
 
-SMALL = dict(dim=16, depth=1, num_lp=4, d_state=4, hidden=16, mixer_depth=2, coord_freqs=4, neighbours=4,
-             noise_features=64)
+SMALL = dict(input_size=(8, 8), dim=16, depth=1, num_lp=4, d_state=4, hidden=16, mixer_depth=2, coord_freqs=4,
+             neighbours=4, noise_features=64, guide="normconv", grid_blocks=0, local_spread=False, noise_scale=0.15,
+             mu_weight=1.0)
+
+
+def small(**changes):
+    """A small FlowConfig: the normalised-convolution guide, no grid refiner, unless changed."""
+    return FlowConfig(**{**SMALL, **changes})
+
+
+def _loss(model, b):
+    """(the training loss of batch b, the FlowOutput): the joint stage when b has times."""
+    out = model(b["obs_coords"], b["obs_values"], b["query_coords"], b["targets"], b["cell"], b.get("z"), b.get("t"),
+                stage="joint" if "t" in b else "estimate")
+    return flow_matching_loss(out, model.config.residual_std, model.config.mu_weight), out
 
 
 def _obs(B=2, size=8, frac=0.25):
     grid = make_grid((size, size))
-    obs, _ = sparse_masks(range(B), size * size, frac)
+    obs = sparse_masks(range(B), size * size, frac)
     return grid[obs], torch.rand(B, obs.shape[1], 3)
 
 
@@ -47,23 +64,23 @@ def test_objective_matches_its_definition_in_float64(local_spread, seed):
     local spread a: the noise is noise_scale a z, the scalings are those of r a and noise_scale a,
     and the loss adds the Gaussian negative log-likelihood of x1 - mu under the spread r a."""
     extra = dict(grid_blocks=2, grid_width=8, local_spread=True) if local_spread else {}
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), mu_weight=0.7, **SMALL, **extra)).double()
+    model = SparseFieldFlow(small(mu_weight=0.7, **extra)).double()
     torch.nn.init.normal_(model.mu_head.weight, std=0.1)
     if local_spread:   # a spread that varies from query to query
         torch.nn.init.normal_(model.refiner.out.weight, std=0.3)
     b = _batch(model, dtype=torch.float64)
-    loss, est = flow_matching_loss(model, b, mu_weight=0.7)
+    loss, output = _loss(model, b)
     memory = model.encode(b["obs_coords"], b["obs_values"])
-    cond, mu, guide = model.condition(memory, b["query_coords"], b["cell"])
+    cond, mu = model.condition(memory, b["query_coords"], b["cell"])
     a = model.spread(memory, b["query_coords"])
     assert (a is not None) == local_spread
     if local_spread:
-        assert a.std() > 0.05 and torch.allclose(a, read_grid(memory["log_spread"], b["query_coords"]).exp())
+        assert a.std() > 0.05 and torch.allclose(a, read_grid(memory.refined.log_spread, b["query_coords"]).exp())
     x1 = 2 * b["targets"] - 1
     t = b["t"][:, None, None]
     xt = (1 - t) * (mu + model.config.noise_scale * (1 if a is None else a) * b["z"]) + t * x1
-    orders = curve_orders(b["query_coords"], model.config.mixer_depth)
-    out = model.network(cond, mu, xt, b["t"], orders, a)
+    ctx = Context(b["query_coords"], cond, mu, a, curve_orders(b["query_coords"], model.config.mixer_depth))
+    out = model.network(ctx, xt, b["t"])
     r = model.config.residual_std
     sr = r * (1 if a is None else a)
     s_ = model.config.noise_scale * (1 if a is None else a)
@@ -74,25 +91,24 @@ def test_objective_matches_its_definition_in_float64(local_spread, seed):
     if local_spread:
         expected = expected + (torch.log(sr) + 0.5 * ((x1 - mu) / sr) ** 2).mean() - math.log(r) - 0.5
     assert torch.allclose(loss, expected)
-    assert torch.allclose(est, ((mu + 1) / 2).clamp(0, 1))
+    assert torch.allclose(output.mu, mu) and torch.allclose(output.out, out)
     x1_hat = mu + c_skip * (xt - mu) + c_out * out
-    assert torch.allclose(model.predict(cond, mu, xt, b["t"], orders, a), x1_hat)
-    assert torch.allclose(model.velocity(cond, mu, xt, b["t"], orders, a), (x1_hat - xt) / (1 - t))
+    assert torch.allclose(model.denoise(ctx, xt, b["t"]), x1_hat)
+    assert torch.allclose(model.velocity(ctx, xt, b["t"]), (x1_hat - xt) / (1 - t))
     # one Euler step from x0 = mu + noise_scale a z lands on the prediction at t = 0
     x0 = mu + model.config.noise_scale * (1 if a is None else a) * b["z"]
-    one = model.sample(b["obs_coords"], b["obs_values"], b["query_coords"], steps=1, cell=b["cell"], z=b["z"])
-    assert torch.allclose(one, ((model.predict(cond, mu, x0, 0.0, orders, a) + 1) / 2).clamp(0, 1))
+    context = model.context(b["obs_coords"], b["obs_values"], b["query_coords"], b["cell"])
+    assert torch.allclose(solve(model, context, b["z"], steps=1), model.denoise(ctx, x0, 0.0))
 
 
 def test_local_spread_settles_on_the_residuals_rms(seed):
     """The spread's term is stationary where the spread equals the RMS of x1 - mu (per channel,
     the spread held constant over the queries) and pushes it down from above, up from below;
     local_spread without a grid refiner is refused by name."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=2, grid_width=8, local_spread=True,
-                                       **SMALL)).double()
+    model = SparseFieldFlow(small(grid_blocks=2, grid_width=8, local_spread=True)).double()
     b = _batch(model, Q=40, dtype=torch.float64)
     memory = model.encode(b["obs_coords"], b["obs_values"])
-    _, mu, _ = model.condition(memory, b["query_coords"], b["cell"])
+    _, mu = model.condition(memory, b["query_coords"], b["cell"])
     rms = ((2 * b["targets"] - 1 - mu.detach()) ** 2).mean((0, 1)).sqrt()      # (C,)
     bias = model.refiner.out.bias            # zero weights: the spread is exp(bias) at every query
     grads = []
@@ -100,7 +116,7 @@ def test_local_spread_settles_on_the_residuals_rms(seed):
         with torch.no_grad():
             bias[3:] = torch.log(factor * rms / model.config.residual_std)
         model.zero_grad()
-        flow_matching_loss(model, b)[0].backward()
+        _loss(model, b)[0].backward()
         grads.append(bias.grad[3:].clone())
     assert grads[0].abs().max() < 1e-9
     assert (grads[1] > 1e-3).all() and (grads[2] < -1e-3).all()
@@ -111,7 +127,7 @@ def test_local_spread_settles_on_the_residuals_rms(seed):
 def test_preconditioning_is_the_gaussian_posterior_in_float64():
     """With x1 - mu ~ N(0, r^2): c_skip (x_t - mu) is the least-squares estimate of x1 - mu from
     x_t and c_out the spread left (Monte Carlo, 400k draws); c_in makes x_t - mu unit-variance."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), residual_std=0.2, noise_scale=0.5, **SMALL))
+    model = SparseFieldFlow(small(residual_std=0.2, noise_scale=0.5))
     g = torch.Generator().manual_seed(0)
     r, s = 0.2, 0.5
     d = torch.randn(400_000, generator=g, dtype=torch.float64) * r
@@ -129,10 +145,11 @@ def test_preconditioning_is_the_gaussian_posterior_in_float64():
 def test_guide_is_the_normalised_convolution_in_float64(seed):
     """mu starts (zero-initialised head) at the guide: sum_j w_j v_j / sum_j w_j with Gaussian
     weights of guide_sigma base pixels."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), guide_sigma=1.5, **SMALL)).double()
+    model = SparseFieldFlow(small(guide_sigma=1.5)).double()
     b = _batch(model, dtype=torch.float64)
     mem = model.encode(b["obs_coords"], b["obs_values"])
-    _, mu, guide = model.condition(mem, b["query_coords"], b["cell"])
+    _, mu = model.condition(mem, b["query_coords"], b["cell"])
+    guide = model.guide(mem.points, b["query_coords"])
     d2 = ((b["query_coords"][:, :, None] - b["obs_coords"][:, None]) * 8).pow(2).sum(-1)
     w = torch.exp(-d2 / (2 * 1.5 ** 2))
     expected = (w @ (2 * b["obs_values"] - 1)) / w.sum(-1, keepdim=True)
@@ -143,14 +160,15 @@ def test_linear_guide_is_exact_on_affine_fields_and_at_the_observations(seed):
     """guide="linear": piecewise-linear over the observations' triangles, so an affine field is
     reproduced exactly inside their hull and every observation is kept; outside the hull the nearest
     observation; mu starts at the guide. Queries in chunks of 3 (the guide is sliced per chunk)."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), guide="linear", chunk=3, **SMALL)).double()
+    model = SparseFieldFlow(small(guide="linear", chunk=3)).double()
     oc, _ = (x.double() for x in _obs())
     affine = lambda c: 0.2 + 0.3 * c[..., :1] + 0.4 * c[..., 1:] * torch.tensor([1.0, 0.5, -0.5])  # noqa: E731
     g = torch.Generator().manual_seed(seed)
     inside = 0.25 + 0.5 * torch.rand(2, 20, 2, generator=g, dtype=torch.float64)   # well inside a 25% sample's hull
     q = torch.cat([inside, oc, torch.tensor([[[0.0, 0.0], [1.0, 0.999]]] * 2, dtype=torch.float64)], 1)
     mem = model.encode(oc, affine(oc))
-    _, mu, guide = model.condition(mem, q, torch.full((2, 2), 1 / 8, dtype=torch.float64))
+    _, mu = model.condition(mem, q, torch.full((2, 2), 1 / 8, dtype=torch.float64))
+    guide = model.guide(mem.points, q)
     guide = (guide + 1) / 2
     assert torch.allclose(guide[:, :20], affine(inside), atol=1e-12)
     assert torch.allclose(guide[:, 20:-2], affine(oc), atol=1e-12)
@@ -159,24 +177,6 @@ def test_linear_guide_is_exact_on_affine_fields_and_at_the_observations(seed):
     assert torch.allclose(mu, 2 * guide - 1)
     with pytest.raises(ValueError, match="guide must be 'normconv' or 'linear'"):
         FlowConfig(guide="cubic")
-
-
-def test_neighbour_filter_adds_weighted_differences_to_the_guide_in_float64(seed):
-    """neighbour_filter: zero-initialised it leaves mu at the guide; with every weight fixed to 1
-    (last layer's bias) mu = guide + sum over the k nearest observations of (v_j - guide)."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), neighbour_filter=True, **SMALL)).double()
-    b = _batch(model, dtype=torch.float64)
-    mem = model.encode(b["obs_coords"], b["obs_values"])
-    _, mu, guide = model.condition(mem, b["query_coords"], b["cell"])
-    assert torch.equal(mu, guide)
-    with torch.no_grad():
-        model.nbr_filter[-1].bias.fill_(1.0)
-    _, mu, guide = model.condition(mem, b["query_coords"], b["cell"])
-    d2 = ((b["query_coords"][:, :, None] - b["obs_coords"][:, None]) * 8).pow(2).sum(-1)
-    j = d2.topk(model.config.neighbours, dim=-1, largest=False).indices                      # (B, Q, k)
-    v = 2 * b["obs_values"] - 1
-    nearest = torch.stack([v[i][j[i]] for i in range(len(v))])                                # (B, Q, k, C)
-    assert torch.allclose(mu, guide + (nearest - guide[:, :, None]).sum(2))
 
 
 def test_grid_reading_and_rasterising(seed):
@@ -204,7 +204,7 @@ def test_grid_refiner_sees_the_guide_the_mask_and_the_observations(seed):
     convolution, recomputed here), a mask of the observed cells and their values in [-1, 1] (zero
     elsewhere); its features reach mu once the head is trained; 3-d grids work; bad settings are
     named."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=4, grid_width=8, **SMALL)).double()
+    model = SparseFieldFlow(small(grid_blocks=4, grid_width=8)).double()
     assert len(model.refiner.blocks) == 4
     b = _batch(model, dtype=torch.float64)
     seen = []
@@ -216,20 +216,20 @@ def test_grid_refiner_sees_the_guide_the_mask_and_the_observations(seed):
     w = torch.exp(-d2 / 2)
     guide = (w @ (2 * b["obs_values"] - 1)) / w.sum(-1, keepdim=True)
     assert torch.allclose(x[:, :3].flatten(2).transpose(1, 2), guide)
-    obs, _ = sparse_masks(range(2), 64, 0.25)
+    obs = sparse_masks(range(2), 64, 0.25)
     mask = torch.zeros(2, 64, dtype=torch.float64).scatter_(1, obs, 1.0)
     assert torch.equal(x[:, 3].flatten(1), mask)
     observed = torch.zeros(2, 64, 3, dtype=torch.float64).scatter_(1, obs[..., None].expand(-1, -1, 3),
                                                                    2 * b["obs_values"] - 1)
     assert torch.allclose(x[:, 4:].flatten(2).transpose(1, 2), observed)
-    assert mem["grid"].shape == (2, 8, 8, 8)
+    assert mem.refined.features.shape == (2, 8, 8, 8)
     with torch.no_grad():
         torch.nn.init.normal_(model.mu_head.weight, std=0.1)
-    _, mu, _ = model.condition(mem, b["query_coords"], b["cell"])
-    mem["grid"] = mem["grid"] + 1.0
-    _, mu2, _ = model.condition(mem, b["query_coords"], b["cell"])
+    _, mu = model.condition(mem, b["query_coords"], b["cell"])
+    mem.refined.features = mem.refined.features + 1.0
+    _, mu2 = model.condition(mem, b["query_coords"], b["cell"])
     assert (mu2 - mu).abs().min() > 0
-    cube = SparseFieldFlow(FlowConfig(input_size=(4, 4, 4), grid_blocks=1, grid_width=4, **SMALL))
+    cube = SparseFieldFlow(small(input_size=(4, 4, 4), grid_blocks=1, grid_width=4))
     oc = make_grid((4, 4, 4))[None, ::3]
     out = cube.sample(oc, torch.rand(1, oc.shape[1], 3), torch.rand(1, 7, 3), steps=2)
     assert out.shape == (1, 7, 3)
@@ -243,8 +243,8 @@ def test_grid_refiner_sees_the_guide_the_mask_and_the_observations(seed):
 def test_objective_trains_every_part_of_the_model(grid_blocks, local_spread, seed):
     """After one optimizer step every parameter group, the encoder and the grid refiner included,
     gets a non-zero gradient, and the loss falls on a fixed batch."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=grid_blocks, grid_width=8,
-                                       local_spread=local_spread, **SMALL))
+    model = SparseFieldFlow(small(grid_blocks=grid_blocks, grid_width=8,
+                                       local_spread=local_spread))
     b = _batch(model, Q=64)
     field = lambda c: 0.5 + 0.4 * torch.sin(3 * c[..., :1] + 2 * c[..., 1:] + torch.tensor([0.0, 1.0, 2.0]))  # noqa: E731
     b["query_coords"] = make_grid((8, 8)).expand(2, -1, -1)
@@ -252,13 +252,13 @@ def test_objective_trains_every_part_of_the_model(grid_blocks, local_spread, see
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for step in range(40):
-        loss, _ = flow_matching_loss(model, b)
+        loss, _ = _loss(model, b)
         opt.zero_grad()
         loss.backward()
         if step == 1:
             groups = {n.split(".")[0] for n, _ in model.named_parameters()}
-            assert {"stack", "lp", "obs_embed", "read", "cond", "mu_head", "x_embed", "t_embed", "t_proj", "mixer",
-                    "head", *(["refiner"] if grid_blocks else [])} <= groups
+            assert {"encoder", "reader", "cond", "mu_head", "x_embed", "t_embed", "t_proj", "mixer", "head",
+                    *(["refiner"] if grid_blocks else [])} <= groups
             for group in groups:
                 norm = sum(p.grad.norm() ** 2 for n, p in model.named_parameters()
                            if n.split(".")[0] == group and p.grad is not None)
@@ -276,17 +276,16 @@ class GaussianFlow(SparseFieldFlow):
     m, s = 0.3, 0.5
 
     def condition(self, memory, query_coords, cell=None):
-        zero = torch.zeros(*query_coords.shape[:2], 3, dtype=query_coords.dtype)
-        return None, zero, zero
+        return None, torch.zeros(*query_coords.shape[:2], 3, dtype=query_coords.dtype)
 
-    def velocity(self, cond, mu, x, t, orders, spread=None):
+    def velocity(self, ctx, x, t):
         m, s = self.m, self.s
         return m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)
 
 
 @pytest.mark.parametrize("solver,tol", [("euler", 2e-2), ("heun", 1e-3)])   # heun: the last step is Euler
 def test_samplers_follow_the_analytic_gaussian_flow(solver, tol, seed):
-    model = GaussianFlow(FlowConfig(input_size=(8, 8), **{**SMALL, "noise_scale": 1.0})).double()
+    model = GaussianFlow(small(noise_scale=1.0)).double()
     oc, ov = (x.double() for x in _obs())
     qc = make_grid((8, 8)).double().expand(2, -1, -1)
     x0 = model.noise(qc, torch.Generator().manual_seed(1))
@@ -347,40 +346,36 @@ def test_velocity_is_joint_over_the_queries_and_order_free(seed):
     oc, ov = _obs(B=1)
     q = make_grid((8, 8))[None]
     for depth in (2, 0):
-        model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **{**SMALL, "mixer_depth": depth})).eval()
+        model = SparseFieldFlow(small(mixer_depth=depth)).eval()
         for p in model.head.parameters():
             torch.nn.init.normal_(p, std=0.1)
         with torch.no_grad():
-            mem = model.encode(oc, ov)
-            cond, mu, _ = model.condition(mem, q)
-            orders = curve_orders(q, depth)
+            ctx = model.context(oc, ov, q)
             x = torch.randn(1, 64, 3)
-            v = model.velocity(cond, mu, x, 0.3, orders)
+            v = model.velocity(ctx, x, 0.3)
             x2 = x.clone()
             x2[0, 27] += 1.0                           # pixel (3, 3)
-            v2 = model.velocity(cond, mu, x2, 0.3, orders)
+            v2 = model.velocity(ctx, x2, 0.3)
         change = torch.stack([(v2[0, nb] - v[0, nb]).abs().max() for nb in (19, 26, 28, 35)])   # its 4-neighbours
         if depth:     # at initialisation the scan's memory fades along the curve: some neighbours only
             assert change.max() > 1e-6, change
         else:
             assert (change == 0).all(), change
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL)).eval()
+    model = SparseFieldFlow(small()).eval()
     with torch.no_grad():
         mem = model.encode(oc, ov)
-        cond, mu, _ = model.condition(mem, q)
+        ctx = model.context(oc, ov, q)
         x = torch.randn(1, 64, 3)
-        v = model.velocity(cond, mu, x, 0.3, curve_orders(q, 2))
+        v = model.velocity(ctx, x, 0.3)
         perm = torch.randperm(64)
-        qp = q[:, perm]
-        cp, mp, _ = model.condition(mem, qp)
-        vp = model.velocity(cp, mp, x[:, perm], 0.3, curve_orders(qp, 2))
+        vp = model.velocity(model.context(oc, ov, q[:, perm]), x[:, perm], 0.3)
         assert torch.allclose(vp, v[:, perm], atol=1e-5)
-        model.config.chunk = 7
-        c7, m7, _ = model.condition(mem, q)
-        assert torch.allclose(c7, cond, atol=1e-6) and torch.allclose(m7, mu, atol=1e-6)
+        model.config.chunk = model.reader.chunk = 7
+        c7, m7 = model.condition(mem, q)
+        assert torch.allclose(c7, ctx.cond, atol=1e-6) and torch.allclose(m7, ctx.mu, atol=1e-6)
         # the observation order given does not matter (tokens are put on the curve)
         perm = torch.randperm(oc.shape[1])
-        assert torch.allclose(model.encode(oc[:, perm], ov[:, perm])["tokens"], mem["tokens"], atol=1e-5)
+        assert torch.allclose(model.encode(oc[:, perm], ov[:, perm]).points.tokens, mem.points.tokens, atol=1e-5)
 
 
 def test_default_cell_is_the_pixel_size_of_a_grid():
@@ -390,28 +385,23 @@ def test_default_cell_is_the_pixel_size_of_a_grid():
                           torch.tensor([[1 / 256, 1 / 256]]))   # clamped at an eighth of a base pixel
 
 
-def test_masks_are_deterministic_disjoint_and_per_image():
-    obs, sup = sparse_masks(range(5), 1024, 0.2, seed=42)
-    assert obs.shape == sup.shape == (5, 205)
-    again, _ = sparse_masks([3, 1], 1024, 0.2, seed=42)       # image 3's mask whatever the batch
+def test_masks_are_deterministic_and_per_image():
+    obs = sparse_masks(range(5), 1024, 0.2, seed=42)
+    assert obs.shape == (5, 205) and all(len(set(o.tolist())) == 205 for o in obs)
+    again = sparse_masks([3, 1], 1024, 0.2, seed=42)          # image 3's mask whatever the batch
     assert torch.equal(again[0], obs[3]) and torch.equal(again[1], obs[1])
-    for o, s in zip(obs, sup):
-        assert len(set(o.tolist()) | set(s.tolist())) == 410  # disjoint
     assert not torch.equal(obs[0], obs[1])                     # instance-specific
-    o, rest = sparse_masks([0], 1024, 0.2, seed=42, supervise="rest")
-    assert torch.equal(o, obs[:1]) and sorted(o[0].tolist() + rest[0].tolist()) == list(range(1024))
-    with pytest.raises(ValueError, match="supervise must be"):
-        sparse_masks([0], 16, supervise="all")
-    with pytest.raises(ValueError, match="frac"):
-        sparse_masks([0], 16, frac=0.6)
+    for frac in (0.0, 1.0):
+        with pytest.raises(ValueError, match=f"frac={frac} observes"):
+            sparse_masks([0], 16, frac=frac)
 
 
 def test_hold_known_pixels_and_posterior(seed):
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL)).eval()
+    model = SparseFieldFlow(small()).eval()
     oc, ov = _obs()
     qc = make_grid((8, 8)).expand(2, -1, -1)
     out = model.sample(oc, ov, qc, steps=4, hold_known=True, generator=torch.Generator().manual_seed(0))
-    obs, _ = sparse_masks(range(2), 64, 0.25)
+    obs = sparse_masks(range(2), 64, 0.25)
     assert torch.allclose(out.gather(1, obs[..., None].expand(-1, -1, 3)), ov, atol=1e-6)
     mean, std = model.posterior(oc, ov, qc, k=3, steps=2, generator=torch.Generator().manual_seed(0))
     assert mean.shape == std.shape == (2, 64, 3) and (std > 0).any()
@@ -441,7 +431,7 @@ def test_antithetic_pairs_are_draws_whose_mean_cancels_the_noise(seed):
     """On the analytic Gaussian flow (x1 = m + s z exactly, float64): sample 0 is the draw the
     generator gives, sample 1 its mirror (noise -z), and a pair's mean is the posterior mean m
     where neither is clipped; independent draws' pairs are not."""
-    model = GaussianFlow(FlowConfig(input_size=(8, 8), **{**SMALL, "noise_scale": 1.0})).double()
+    model = GaussianFlow(small(noise_scale=1.0)).double()
     oc, ov = (x.double() for x in _obs())
     qc = make_grid((8, 8)).double().expand(2, -1, -1)
     kw = dict(steps=50, solver="heun")
@@ -449,7 +439,7 @@ def test_antithetic_pairs_are_draws_whose_mean_cancels_the_noise(seed):
     assert xs.shape == (4, 2, 64, 3)
     assert torch.equal(xs[0], model.sample(oc, ov, qc, generator=torch.Generator().manual_seed(1), **kw))
     z = model.noise(qc, torch.Generator().manual_seed(1))
-    assert torch.equal(xs[1], model.sample(oc, ov, qc, z=-z, **kw))
+    assert torch.equal(xs[1], ((solve(model, model.context(oc, ov, qc), -z, **kw) + 1) / 2).clamp(0, 1))
     posterior_mean = (model.m + 1) / 2
     for pair in (xs[:2], xs[2:]):
         inside = ((pair > 0) & (pair < 1)).all(0)
@@ -463,7 +453,7 @@ def test_antithetic_pairs_are_draws_whose_mean_cancels_the_noise(seed):
     with pytest.raises(ValueError, match="k must be >= 1"):
         model.samples(oc, ov, qc, k=0)
     with pytest.raises(ValueError, match="z must be the noise at the queries"):
-        model.sample(oc, ov, qc, z=z[:, :5])
+        solve(model, model.context(oc, ov, qc), z[:, :5])
 
 
 def test_native_steps_read_windows_of_the_crops(seed):
@@ -474,7 +464,7 @@ def test_native_steps_read_windows_of_the_crops(seed):
     from ginr_common.tasks import make_task
     from ginr_common.tasks import sparse_flow
     cfg = get_config("flow_sparse", "smoke")
-    cfg.augment, cfg.native_windows, cfg.batch_size, cfg.seed = False, (4,), 2, seed
+    cfg.augment, cfg.options.native_windows, cfg.batch_size, cfg.seed = False, (4,), 2, seed
     yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
     crop = torch.stack([yy / 127, xx / 127, torch.full_like(yy, 0.5)])        # a pixel's value names its place
     task = make_task(cfg)
@@ -491,24 +481,25 @@ def test_native_steps_read_windows_of_the_crops(seed):
     assert kinds == {True, False}
     assert sparse_flow.NATIVE_SHARE == 0.5
     with pytest.raises(ValueError, match="native_windows must be integers >= 1"):
-        type(cfg)(task="sparse_flow", model=cfg.model, native_windows=(0,))
+        type(cfg)(task="sparse_flow", options=FlowOptions(native_windows=(0,)))
 
 
 def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
-    """estimate_steps: the first steps' batches have no time or noise and observe the input grid
-    (s = 1); their loss is mu_weight |guide + correction - x1|^2 / r^2 (recomputed in float64),
-    only the refiner gets gradient and fit leaves every other parameter untouched until the joint
-    steps begin; bad settings are named."""
+    """options.estimate_steps, the task's first training stage: its batches have no time or noise
+    and observe the input grid (s = 1); their loss is mu_weight |guide + correction - x1|^2 / r^2
+    (recomputed in float64), only the refiner gets gradient and fit leaves every other parameter
+    untouched until the joint stage begins; bad settings are named."""
     from ginr_common.data import ImageTensorDataset
     from ginr_common.tasks import make_task
     cfg = get_config("flow_sparse", "smoke")
-    cfg.steps, cfg.estimate_steps, cfg.val_every, cfg.ckpt_every, cfg.batch_size, cfg.seed = 4, 3, 4, 4, 2, seed
+    cfg.steps, cfg.options.estimate_steps, cfg.val_every, cfg.ckpt_every, cfg.batch_size, cfg.seed = 4, 3, 4, 4, 2, seed
     g = torch.Generator().manual_seed(seed)
     data = ImageTensorDataset(torch.randint(0, 256, (4, 3, 128, 128), generator=g, dtype=torch.uint8))
     long = copy.deepcopy(cfg)
-    long.steps, long.estimate_steps = 40, 30
+    long.steps, long.options.estimate_steps = 40, 30
     assert all(make_task(long).batch(data, step)["cell"].max() == 1 / 32 for step in range(30))   # all at s = 1
     task = make_task(cfg)
+    assert task.stages() == [("estimate", 0), ("joint", 3)]
     for step in range(3):
         b = task.batch(data, step)
         assert "t" not in b and "z" not in b and b["query_coords"].shape[1] == 1024
@@ -519,8 +510,9 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
     with torch.no_grad():
         torch.nn.init.normal_(model.refiner.out.weight, std=0.1)
     b = {k: v.double() for k, v in b.items()}
-    loss, _ = flow_matching_loss(model, b, mu_weight=0.7)
-    mem = {"coords": b["obs_coords"], "values": 2 * b["obs_values"] - 1}
+    model.config.mu_weight = 0.7
+    loss, _ = _loss(model, b)
+    mem = EncodedPoints(b["obs_coords"], 2 * b["obs_values"] - 1, None)
     _, out = model.refiner(torch.cat([
         model.guide(mem, make_grid((32, 32)).double().expand(2, -1, -1)).transpose(1, 2).reshape(2, 3, 32, 32),
         *rasterise(b["obs_coords"], 2 * b["obs_values"] - 1, (32, 32))], 1))
@@ -542,9 +534,9 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
         on_step=lambda step, rec: saved.update({step: load_checkpoint(tmp_path / "last.pt")[0].state_dict()}))
     moved = lambda step: {n.split(".")[0] for n, v in saved[step].items() if not torch.equal(v, init[n])}  # noqa: E731
     assert moved(3) == {"refiner"}
-    assert {"stack", "read", "mixer", "head", "refiner"} <= moved(4)
+    assert {"encoder", "reader", "mixer", "head", "refiner"} <= moved(4)
     edited = copy.deepcopy(cfg)
-    edited.estimate_steps = edited.steps       # edited after construction: fit validates again
+    edited.options.estimate_steps = edited.steps       # edited after construction: fit validates again
     with pytest.raises(ValueError, match=r"estimate_steps must be in \[0, steps=4\)"):
         fit(edited, datasets={"train": tiles, "train_hr": data, "val": tiles, "test": tiles}, out=tmp_path / "x",
             progress=False)
@@ -552,14 +544,18 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
     capsys.readouterr()
     main(["--config", "flow_sparse", "--profile", "cpu", "--steps", "85", "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert (printed["steps"], printed["estimate_steps"]) == (85, 51)     # the stage keeps its share (600 of 1000)
-    with pytest.raises(ValueError, match="needs the sparse_flow task and a FlowConfig with grid_blocks > 0"):
-        type(cfg)(task="sparse_flow", model=FlowConfig(grid_blocks=0), steps=10, estimate_steps=2)
+    assert (printed["steps"], printed["options"]["estimate_steps"]) == (85, 51)   # the stage keeps its share
+    with pytest.raises(ValueError, match="needs model.grid_blocks > 0"):
+        type(cfg)(task="sparse_flow", model=FlowConfig(grid_blocks=0, local_spread=False), steps=10,
+                  options=FlowOptions(estimate_steps=2))
     with pytest.raises(ValueError, match=r"estimate_steps must be in \[0, steps=10\)"):
-        type(cfg)(task="sparse_flow", model=cfg.model, steps=10, estimate_steps=10)
+        type(cfg)(task="sparse_flow", steps=10, options=FlowOptions(estimate_steps=10))
     with pytest.raises(ValueError, match="needs grid_blocks > 0"):
-        SparseFieldFlow(FlowConfig(input_size=(8, 8), **SMALL))(*(b[k].float() for k in (
-            "obs_coords", "obs_values", "query_coords", "cell")), None, None, b["targets"].float())
+        SparseFieldFlow(small())(*(b[k].float() for k in ("obs_coords", "obs_values", "query_coords", "targets")),
+                                 stage="estimate")
+    with pytest.raises(ValueError, match="stage must be one of"):
+        SparseFieldFlow(small())(*(b[k].float() for k in ("obs_coords", "obs_values", "query_coords", "targets")),
+                                 stage="refine")
 
 
 def test_sparse_summary_reads_the_antithetic_mean_and_names_the_independent_one():
@@ -579,14 +575,14 @@ def test_training_times_follow_time_power(power, late):
     from ginr_common.data import ImageTensorDataset
     from ginr_common.tasks import make_task
     cfg = get_config("flow_sparse", "smoke")
-    cfg.augment, cfg.batch_size, cfg.estimate_steps, cfg.time_power = False, 16, 0, power
+    cfg.augment, cfg.batch_size, cfg.options = False, 16, FlowOptions(estimate_steps=0, time_power=power)
     task = make_task(cfg)
     data = ImageTensorDataset(torch.randint(0, 256, (16, 3, 128, 128), dtype=torch.uint8))
     t = torch.cat([task.batch(data, step)["t"] for step in range(40)])
     assert t.min() >= 0 and t.max() < 1
     assert abs(float((t > 0.75).float().mean()) - late) < 0.06      # 640 draws: 3.5 standard deviations
     with pytest.raises(ValueError, match="time_power must be > 0"):
-        dataclasses.replace(cfg, time_power=0.0)
+        dataclasses.replace(cfg, options=FlowOptions(estimate_steps=0, time_power=0.0))
 
 
 class _SpeckledInterpolation(SparseFieldFlow):
@@ -607,7 +603,7 @@ def test_validation_scores_single_samples_so_speckle_costs(seed):
     antithetic pairs cancel (invisible to the mean of pairs) lowers it."""
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 0.1 + torch.linspace(
         0.3, 0.6, 16)     # away from 0 and 1: the speckle is never clipped
-    model = _SpeckledInterpolation(FlowConfig(input_size=(16, 16), **SMALL))
+    model = _SpeckledInterpolation(small(input_size=(16, 16)))
     oc, ov, grid, unobserved = observe(images, model.config.observe_frac)
     lin = interpolate_sparse(oc, ov, grid, "linear").transpose(1, 2).reshape(images.shape)
     clean = sample_psnr(model, images)
@@ -620,9 +616,8 @@ def test_validation_scores_single_samples_so_speckle_costs(seed):
 
 def test_samples_share_one_encoding_and_match_single_draws(seed):
     """``samples`` encodes and conditions once for all k samples (``context``), and each of its
-    samples is exactly the ``sample`` of the same noise, holding the observed pixels or not."""
-    model = SparseFieldFlow(FlowConfig(input_size=(8, 8), grid_blocks=2, grid_width=8, local_spread=True,
-                                       **SMALL)).double().eval()
+    samples is exactly one solve of the same noise, holding the observed pixels or not."""
+    model = SparseFieldFlow(small(grid_blocks=2, grid_width=8, local_spread=True)).double().eval()
     torch.nn.init.normal_(model.refiner.out.weight, std=0.3)
     oc, ov = (x.double() for x in _obs())
     qc = make_grid((8, 8)).double().expand(2, -1, -1)
@@ -635,4 +630,5 @@ def test_samples_share_one_encoding_and_match_single_draws(seed):
         assert len(calls) == 1
         z = model.noise(qc, torch.Generator().manual_seed(seed))
         for i, sign in enumerate((1, -1)):
-            assert torch.equal(xs[i], model.sample(oc, ov, qc, steps=3, hold_known=hold, z=sign * z))
+            ctx = model.context(oc, ov, qc, hold_known=hold)
+            assert torch.equal(xs[i], ((solve(model, ctx, sign * z, steps=3) + 1) / 2).clamp(0, 1))

@@ -15,7 +15,7 @@ from ginr_common.tasks.sparse_flow import observe
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return MambaGINR(GINRConfig(dim=16, depth=1, num_lp=4, d_state=4, pixel_filter=4,
+    return MambaGINR(GINRConfig(dim=16, depth=1, num_lp=4, d_state=4, patch_size=2, pixel_filter=4,
                                 decoder=LocalConfig(hidden=16, n_blocks=1))).eval()
 
 

@@ -7,7 +7,7 @@ from ginr_common.decoders import LAINRConfig
 from ginr_common.fourier import make_grid
 from ginr_common.model import GINRConfig, MambaGINR, SimpleMambaGINR, render_image
 
-SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, decoder=LAINRConfig(hidden=32, n_freqs=4, heads=2, n_blocks=1))
+SMALL = dict(dim=16, depth=1, num_lp=8, d_state=4, patch_size=2, pixel_filter=0, decoder=LAINRConfig(hidden=32, n_freqs=4, heads=2, n_blocks=1))
 
 
 def small_model(**kw):

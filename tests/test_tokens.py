@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ginr_common import ImplicitSequentialBias, SequentialBiasVisualization, lp_diversity
-from ginr_common.tokens import lp_homes, lp_lattice, lp_placement
+from ginr_common.tokens import lp_homes, lp_lattice, lp_placement, sinusoidal
 
 
 def test_quickstart_pattern(capsys):
@@ -98,3 +98,15 @@ def test_lp_homes_are_identical_for_insertion_and_extraction(type, seed):
     assert torch.equal(lp.extract_lp_tokens(seq)[0, :, 0], torch.arange(16, dtype=torch.float32))
     raster = (homes * torch.tensor([4.0, 4.0]) - 0.5).round() @ torch.tensor([4.0, 1.0])
     assert torch.equal(raster, torch.arange(16, dtype=torch.float32))
+
+
+def test_sinusoidal_embeds_real_positions_in_float64():
+    """sin and cos of position / 10000^(2k / dim) in alternate columns; real positions (times)
+    keep their dtype; integer positions give float32."""
+    t = torch.tensor([0.0, 0.37, 12.5], dtype=torch.float64)
+    emb = sinusoidal(t, 6)
+    assert emb.dtype == torch.float64 and emb.shape == (3, 6)
+    for k in range(3):
+        ang = t / 10000 ** (2 * k / 6)
+        assert torch.allclose(emb[:, 2 * k], ang.sin()) and torch.allclose(emb[:, 2 * k + 1], ang.cos())
+    assert sinusoidal(torch.arange(4), 8).dtype == torch.float32

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ginr_common.checkpoints import load_checkpoint, model_for
-from ginr_common.configs import (PROFILES, config_json, get_config, load_config_file, run_name,
+from ginr_common.configs import (CONFIGS, PROFILES, config_json, get_config, load_config_file, run_name,
                                  train_config_from_checkpoint, with_settings)
 from ginr_common.data import ImageTensorDataset, load_dataset, resize
 from ginr_common.fourier import make_grid
@@ -22,7 +22,7 @@ from ginr_common import viz
 from ginr_common.train import fit, lr_factor
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GINR_TEST_THREADS": "1"}
-CONFIGS = sorted(PROFILES)
+PAIRS = [(name, profile) for name in sorted(CONFIGS) for profile in sorted(PROFILES)]
 
 # a run that SIGKILLs itself after step argv[3] (0: never), resuming what is in argv[2]; it appends
 # every step it trains to the file argv[4]
@@ -87,7 +87,7 @@ def test_schedule_batches_and_shards():
     assert torch.equal(parts[1]["x"][:, 0], parts[1]["y"])
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_cli_trains_and_evaluates_every_config(name, tmp_path):
     run("--config", name, "--profile", "smoke", "--out", str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -118,7 +118,7 @@ def test_print_config_shows_the_resolved_configuration():
     assert shown["task"] == "recon" and shown["model"]["decoder"]["locality"] is True
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_resume_after_hard_kill_matches_uninterrupted_run(name, tmp_path):
     def go(folder, kill_at, log):
         return subprocess.run([sys.executable, "-c", KILLABLE, name, str(tmp_path / folder), str(kill_at),
@@ -164,7 +164,7 @@ def assert_same(a, b, where):
 def single_scale(name="standard_fourier"):
     """A smoke config trained on the 32x32 tiles only (no HR crops needed)."""
     cfg = get_config(name, "smoke")
-    cfg.sr_scales, cfg.lr_queries = (), None
+    cfg.sr_scales, cfg.options.lr_queries = (), None
     return cfg
 
 
@@ -315,7 +315,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(name, tm
     assert max(float((v - init[k]).abs().max()) for k, v in trained.items()) > 1e-3
 
 
-@pytest.mark.parametrize("name, profile", [(n, p) for n in CONFIGS for p in sorted(PROFILES[n])])
+@pytest.mark.parametrize("name, profile", PAIRS)
 def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
     """Every (config, profile) pair, the GPU-sized ``full`` included, builds its model, makes its
     task's batches (the estimate stage's and the joint one's for the flow) and takes one optimizer
@@ -330,7 +330,7 @@ def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
     torch.manual_seed(cfg.seed)
     model = model_for(cfg.model)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    for step in sorted({0, cfg.estimate_steps}):
+    for step in sorted({first for _, first in task.stages()}):
         before = {k: v.clone() for k, v in model.state_dict().items()}
         loss, _ = task.loss(model, task.batch(train, step))
         assert torch.isfinite(loss), (name, profile, step)
@@ -353,11 +353,11 @@ def test_metrics():
 
 def test_multiscale_batches_are_reproducible_and_supervise_hr(seed):
     cfg = get_config("gaussian_fourier", "smoke")
-    assert not cfg.augment and cfg.sr_scales == (1, 4) and cfg.lr_queries
-    cfg.jitter = 0.2
+    assert not cfg.augment and cfg.sr_scales == (1, 4) and cfg.options.lr_queries
+    cfg.options.jitter = 0.2
     task = make_task(cfg)
     ds = ImageTensorDataset((torch.rand(10, 3, 128, 128) * 255).to(torch.uint8))
-    n_lr = cfg.lr_queries
+    n_lr = cfg.options.lr_queries
     sizes = set()
     for step in (3, 4, 11, 12, 13):
         a, b = task.batch(ds, step), task.batch(ds, step)
@@ -365,7 +365,7 @@ def test_multiscale_batches_are_reproducible_and_supervise_hr(seed):
         images, queries, cells, target = a["images"], a["queries"], a["cells"], a["target"]
         hr = torch.stack([ds[i][0] for i in batch_indices(step, len(ds), cfg.batch_size, cfg.seed)])
         assert torch.equal(images, resize(hr, (32, 32)))
-        assert queries.shape == cells.shape == (cfg.batch_size, n_lr + cfg.sr_queries, 2) == target.shape[:2] + (2,)
+        assert queries.shape == cells.shape == (cfg.batch_size, n_lr + cfg.options.sr_queries, 2) == target.shape[:2] + (2,)
         # LR part: a random subset of the input's own pixels, shifted by one offset for the batch
         grid = make_grid((32, 32))
         off = queries[0, 0] - grid
@@ -422,7 +422,7 @@ def test_settings_set_any_field_by_its_dotted_name():
             with_settings(cfg, bad)
 
 
-@pytest.mark.parametrize("name, profile", [(n, p) for n in CONFIGS for p in sorted(PROFILES[n])])
+@pytest.mark.parametrize("name, profile", PAIRS)
 def test_printed_config_reads_back_as_the_same_config(name, profile, tmp_path):
     cfg = get_config(name, profile)
     (tmp_path / "c.json").write_text(config_json(cfg))

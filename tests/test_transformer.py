@@ -26,7 +26,7 @@ def test_stack_is_permutation_equivariant(seed):
 
 
 def test_transformer_baseline_model_end_to_end(seed):
-    cfg = GINRConfig(dim=16, depth=1, num_lp=8, mixer="transformer",
+    cfg = GINRConfig(dim=16, depth=1, num_lp=8, patch_size=2, pixel_filter=0, mixer="transformer",
                      decoder=LAINRConfig(hidden=32, n_freqs=4, heads=2, n_blocks=1))
     model = MambaGINR(cfg)
     assert isinstance(model.encoder.stack, TransformerStack)

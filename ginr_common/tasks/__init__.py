@@ -1,8 +1,9 @@
 """Tasks: what differs between training objectives (see ``base.Task``). A new task is one new
-module with a Task subclass, registered here by its ``name``."""
+module with a Task subclass (its model config and options declared), registered here by its
+``name``."""
 from ginr_common.tasks.base import Task, batch_indices, shard
-from ginr_common.tasks.recon import ReconstructionTask, evaluate_reconstruction, evaluate_sr
-from ginr_common.tasks.sparse_flow import SparseFlowTask, evaluate_sparse, evaluate_sparse_zero_shot
+from ginr_common.tasks.recon import ReconOptions, ReconstructionTask, evaluate_reconstruction, evaluate_sr
+from ginr_common.tasks.sparse_flow import FlowOptions, SparseFlowTask, evaluate_sparse, evaluate_sparse_zero_shot
 from ginr_common.tasks.sr import SuperResolutionTask
 
 TASKS = {t.name: t for t in (ReconstructionTask, SuperResolutionTask, SparseFlowTask)}
@@ -15,6 +16,6 @@ def make_task(cfg):
     return TASKS[cfg.task](cfg)
 
 
-__all__ = ["TASKS", "Task", "ReconstructionTask", "SuperResolutionTask", "SparseFlowTask", "batch_indices",
+__all__ = ["TASKS", "FlowOptions", "ReconOptions", "Task", "ReconstructionTask", "SuperResolutionTask", "SparseFlowTask", "batch_indices",
            "evaluate_reconstruction", "evaluate_sparse", "evaluate_sparse_zero_shot", "evaluate_sr", "make_task",
            "shard"]

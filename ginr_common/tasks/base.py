@@ -1,7 +1,10 @@
 """The task seam: what differs between reconstruction, super-resolution and sparse-field flow
 matching. The training loop (``ginr_common.train.fit``) calls only these methods.
 
-A task is built from a TrainConfig. ``batch(train_set, step)`` returns the *global* batch at a
+A task class declares the model config it trains (``model_config``) and its options
+(``options_class``, a dataclass with ``check(cfg)`` and ``for_steps(steps, new_steps)``; a
+TrainConfig holds one as ``options``). A task is built from a TrainConfig. ``stages()`` lists its
+training stages. ``batch(train_set, step)`` returns the *global* batch at a
 step as a dict of tensors whose first axis is the image (a pure function of the seed and the
 step, so a resume or a run on N processes sees the same data); the loop gives each process its
 rows ``[rank::world]``. ``loss(net, batch)`` returns (loss, a per-step PSNR for the progress
@@ -17,9 +20,16 @@ from ginr_common.viz import image_grid
 
 class Task:
     name = ""
+    model_config = options_class = None
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    def stages(self):
+        """The training stages, [(name, first step)] in order: one by default. ``fit`` validates
+        from the last stage's first step on; with several stages, parts of the model train alone,
+        so DDP looks for parameters without gradient."""
+        return [("train", 0)]
 
     @property
     def train_split(self):

@@ -1,15 +1,17 @@
 """Reconstruction: encode an image, decode it at its own pixel centres (jittered when
-cfg.jitter; a random subset of ``cfg.lr_queries`` of them when set), MSE.
+``options.jitter``; a random subset of ``options.lr_queries`` of them when set), MSE.
 
 With ``cfg.sr_scales = (low, high)`` the model also learns to render at other resolutions: the
 inputs are antialiased downsamples (to the model's input size) of high-resolution training
-crops, and half the loss is on ``cfg.sr_queries`` random pixels of the real crop resized to
-input_size * s, s drawn uniformly from [low, high] each step, each query with its cell size.
+crops, and 1 - ``options.lr_weight`` of the loss is on ``options.sr_queries`` random pixels of
+the real crop resized to input_size * s, s drawn uniformly from [low, high] each step, each
+query with its cell size.
 
 Validation: PSNR at native resolution. Evaluation: the test split at native resolution, and
 renders at larger sizes against the real high-resolution photograph beside bicubic upsampling
 of the same input (eval.json, sr.png)."""
 import math
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
@@ -20,15 +22,38 @@ from ginr_common.baselines import bicubic
 from ginr_common.data import resize
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import grid_artifact, psnr, ssim
+from ginr_common.model import GINRConfig
 from ginr_common.tasks.base import Task
 from ginr_common.viz import sr_figure
 
 
+@dataclass
+class ReconOptions:
+    """The options of reconstruction and super-resolution (defaults: notebook 1's cpu model)."""
+    lr_queries: int | None = 128   # pixels of the input grid supervised per step (a random subset; None: all)
+    sr_queries: int = 256          # with sr_scales: HR pixels supervised per image and step (a random subset)
+    lr_weight: float = 0.5         # with HR queries: the share of the loss on the input grid (the rest on HR pixels)
+    jitter: float = 0.0            # std (in input pixels) of a fresh Gaussian offset per batch of the input-grid queries
+
+    def check(self, cfg):
+        """Raise ValueError when an option is out of range (``cfg``: the TrainConfig holding them)."""
+        if self.lr_queries is not None and self.lr_queries < 1:
+            raise ValueError(f"options.lr_queries must be >= 1 or None (all pixels), got {self.lr_queries}")
+        if self.sr_queries < 1 or not 0 <= self.lr_weight <= 1 or self.jitter < 0:
+            raise ValueError(f"options need sr_queries >= 1, lr_weight in [0, 1] and jitter >= 0, got "
+                             f"{self.sr_queries}, {self.lr_weight} and {self.jitter}")
+
+    def for_steps(self, steps, new_steps):
+        """The options for a run of ``new_steps`` instead of ``steps`` (none depends on the length)."""
+        return self
+
+
 class ReconstructionTask(Task):
     name = "recon"
+    model_config, options_class = GINRConfig, ReconOptions
 
     def batch(self, train_set, step):
-        cfg = self.cfg
+        cfg, opt = self.cfg, self.cfg.options
         images, g, _ = self.images(train_set, step)
         size = cfg.model.input_size
         hr = None
@@ -36,19 +61,19 @@ class ReconstructionTask(Task):
             hr, images = images, resize(images, size)
         B, grid = images.shape[0], make_grid(size)
         target = images.flatten(2).transpose(1, 2)
-        if cfg.lr_queries:
-            sel = torch.randperm(grid.shape[0], generator=g)[:cfg.lr_queries]
+        if opt.lr_queries:
+            sel = torch.randperm(grid.shape[0], generator=g)[:opt.lr_queries]
             grid, target = grid[sel], target[:, sel]
         queries = grid.expand(B, -1, -1)
-        if cfg.jitter:  # one offset for the whole batch, in input pixels; the target is unchanged
-            queries = queries + torch.randn(grid.shape[-1], generator=g) * cfg.jitter / torch.tensor(size)
+        if opt.jitter:  # one offset for the whole batch, in input pixels; the target is unchanged
+            queries = queries + torch.randn(grid.shape[-1], generator=g) * opt.jitter / torch.tensor(size)
         cells = (1 / torch.tensor(size, dtype=torch.float32)).expand(B, grid.shape[0], -1)
         if hr is not None:
             lo, hi = cfg.sr_scales
             s = lo + (hi - lo) * float(torch.rand((), generator=g))
             hr_size = tuple(max(n, round(n * s)) for n in size)
             hr = hr if hr.shape[2:] == hr_size else resize(hr, hr_size)
-            sel = torch.randperm(math.prod(hr_size), generator=g)[:cfg.sr_queries]
+            sel = torch.randperm(math.prod(hr_size), generator=g)[:opt.sr_queries]
             queries = torch.cat([queries, make_grid(hr_size)[sel].expand(B, -1, -1)], 1)
             target = torch.cat([target, hr.flatten(2).transpose(1, 2)[:, sel]], 1)
             hr_cells = (1 / torch.tensor(hr_size, dtype=torch.float32)).expand(B, len(sel), -1)
@@ -56,14 +81,14 @@ class ReconstructionTask(Task):
         return {"images": images, "queries": queries, "cells": cells, "target": target}
 
     def loss(self, net, batch):
-        """MSE on the input grid's queries; with HR queries, ``cfg.lr_weight`` of the loss on the
+        """MSE on the input grid's queries; with HR queries, ``options.lr_weight`` of the loss on the
         input grid and the rest on the HR pixels."""
-        n_lr = self.cfg.lr_queries or math.prod(self.cfg.model.input_size)
+        n_lr = self.cfg.options.lr_queries or math.prod(self.cfg.model.input_size)
         pred = net(batch["images"], batch["queries"], batch["cells"]).float()
         target = batch["target"]
         loss = F.mse_loss(pred[:, :n_lr], target[:, :n_lr])
         if pred.shape[1] > n_lr:
-            w = self.cfg.lr_weight
+            w = self.cfg.options.lr_weight
             loss = w * loss + (1 - w) * F.mse_loss(pred[:, n_lr:], target[:, n_lr:])
         return loss, psnr(pred[:, :n_lr].detach(), target[:, :n_lr]).mean()
 

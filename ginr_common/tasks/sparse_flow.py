@@ -1,31 +1,36 @@
 """Sparse-field reconstruction by flow matching: observe a fraction of an image's pixels and
 learn the flow that carries (the model's estimate + noise) to the field, at any resolution.
 
+Training stages (``stages``): the first ``options.estimate_steps`` train the grid refiner's
+estimate alone (batches without time or noise, at s = 1), then everything jointly.
+
 Batch (a pure function of the step): high-resolution training crops and a render scale s (1 on
-NATIVE_SHARE of the steps and on the first ``estimate_steps``, which train the grid refiner's
-estimate alone and have no time or noise, else s ~ U(cfg.sr_scales)). The input: at s = 1 a window of 1/w of
-each crop (w drawn from cfg.native_windows, so the inputs span the scales of the evaluation
-tiles), else the whole crop, antialiased down to the model's input size, with a fresh random mask
-observing ``observe_frac`` of its pixels. The queries: at s = 1 the input grid, else a window of
-at most input_size pixels of the crop resized to input_size * s (their targets and cell size);
-the noise field at the queries and the times (t = 1 - (1 - u)^cfg.time_power, u uniform). With
-sr_scales=None the queries are the input-size image itself.
+NATIVE_SHARE of the steps and in the estimate stage, else s ~ U(cfg.sr_scales)). The input: at
+s = 1 a window of 1/w of each crop (w drawn from ``options.native_windows``, so the inputs span
+the scales of the evaluation tiles), else the whole crop, antialiased down to the model's input
+size, with a fresh random mask observing ``observe_frac`` of its pixels. The queries: at s = 1 the
+input grid, else a window of at most input_size pixels of the crop resized to input_size * s
+(their targets and cell size); the noise field at the queries and the times (t = 1 - (1 -
+u)^``options.time_power``, u uniform). With sr_scales=() the queries are the input-size image
+itself.
 
 Validation: PSNR on the unobserved pixels of one eight-step sample, averaged over 4 samples (two
-antithetic pairs, see ``SparseFieldFlow.samples``) on 32 validation tiles. A sample's error is the
-posterior mean's plus its own spread, so the checkpoint kept is the one whose draws are closest to
-the truth: the mean alone settles early in training, while the samples' speckle still falls.
-Evaluation: see ``SparseFlowTask.evaluate``.
+antithetic pairs, see ``flow.sampler.samples``) on up to 32 validation tiles: a sample's error is
+the posterior mean's plus its own spread, so the checkpoint kept is the one whose draws are
+closest to the truth. Evaluation: see ``SparseFlowTask.evaluate``.
 """
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 
 from ginr_common.baselines import bicubic, interpolate_sparse
-from ginr_common.data import resize, sparse_masks, take_rows
-from ginr_common.flow import coordinate_noise, flow_matching_loss
+from ginr_common.curves import take_rows
+from ginr_common.data import resize, sparse_masks
+from ginr_common.flow import FlowConfig, coordinate_noise, flow_matching_loss
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
 from ginr_common.tasks.base import Task
@@ -35,25 +40,59 @@ EVAL_MASK_SEED = 42
 NATIVE_SHARE = 0.5     # with sr_scales: the share of steps supervised at the input size itself (s = 1)
 
 
+@dataclass
+class FlowOptions:
+    """The options of sparse-field flow matching (defaults: notebook 4's cpu model)."""
+    native_windows: tuple = (1, 2, 4)  # with sr_scales: the input of a step at s = 1 is a window of 1/w of each HR
+                                       # crop (w drawn from these) resized to input_size; 1: the whole crop
+    estimate_steps: int = 600          # the first steps train the grid refiner's estimate alone (0: none)
+    time_power: float = 0.5            # training times t = 1 - (1 - u)^time_power, u ~ U(0, 1) (1: uniform; below 1
+                                       # more of the early times, above 1 more of the late times)
+
+    def __post_init__(self):
+        self.native_windows = tuple(self.native_windows)
+
+    def check(self, cfg):
+        """Raise ValueError when an option is out of range (``cfg``: the TrainConfig holding them)."""
+        if not self.native_windows or not all(isinstance(w, int) and w >= 1 for w in self.native_windows):
+            raise ValueError(f"options.native_windows must be integers >= 1 (1: the whole crop), got "
+                             f"{self.native_windows}")
+        if not 0 <= self.estimate_steps < cfg.steps:
+            raise ValueError(f"options.estimate_steps must be in [0, steps={cfg.steps}), got {self.estimate_steps}")
+        if self.estimate_steps and not cfg.model.grid_blocks:
+            raise ValueError("options.estimate_steps > 0 trains the grid refiner alone: it needs model.grid_blocks > 0")
+        if not self.time_power > 0:
+            raise ValueError(f"options.time_power must be > 0 (1: uniform training times), got {self.time_power}")
+
+    def for_steps(self, steps, new_steps):
+        """The options for a run of ``new_steps`` instead of ``steps``: the estimate stage keeps its share."""
+        return dataclasses.replace(self, estimate_steps=self.estimate_steps * new_steps // steps)
+
+
 class SparseFlowTask(Task):
     name = "sparse_flow"
+    model_config, options_class = FlowConfig, FlowOptions
+
+    def stages(self):
+        e = self.cfg.options.estimate_steps
+        return [("estimate", 0), ("joint", e)] if e else [("joint", 0)]
 
     def batch(self, train_set, step):
-        cfg, mcfg = self.cfg, self.cfg.model
+        cfg, mcfg, opt = self.cfg, self.cfg.model, self.cfg.options
         images, g, idx = self.images(train_set, step)
         size = mcfg.input_size
         hr = images
         B, n = len(idx), math.prod(size)
-        native = not cfg.sr_scales or float(torch.rand((), generator=g)) < NATIVE_SHARE or step < cfg.estimate_steps
+        estimating = step < opt.estimate_steps
+        native = not cfg.sr_scales or float(torch.rand((), generator=g)) < NATIVE_SHARE or estimating
         src = images
         if cfg.sr_scales and native:   # a window of 1/r of the crop: inputs at the scales of the evaluation tiles
-            r = cfg.native_windows[int(torch.randint(len(cfg.native_windows), (), generator=g))]
+            r = opt.native_windows[int(torch.randint(len(opt.native_windows), (), generator=g))]
             win = [m // r for m in hr.shape[2:]]
             start = [int(torch.randint(0, m - k + 1, (), generator=g)) for m, k in zip(hr.shape[2:], win)]
             src = hr[(slice(None), slice(None), *(slice(o, o + k) for o, k in zip(start, win)))]
         lr = resize(src, size) if src.shape[2:] != size else src
-        ids = [step * cfg.batch_size + j for j in range(B)] if cfg.mask_redraw else idx
-        obs, _ = sparse_masks(ids, n, mcfg.observe_frac, seed=cfg.seed + 1 if cfg.mask_redraw else EVAL_MASK_SEED)
+        obs = sparse_masks([step * cfg.batch_size + j for j in range(B)], n, mcfg.observe_frac, seed=cfg.seed + 1)
         grid = make_grid(size).expand(B, -1, -1)
         target_img = lr
         if cfg.sr_scales:
@@ -72,14 +111,19 @@ class SparseFlowTask(Task):
         out = {"obs_coords": take_rows(grid, obs), "obs_values": take_rows(values, obs),
                "query_coords": queries, "targets": targets,
                "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1)}
-        if step < cfg.estimate_steps:     # no time, no noise: the refiner's estimate alone
+        if estimating:     # no time, no noise: the refiner's estimate alone
             return out
-        return {**out, "t": 1 - (1 - torch.rand(B, generator=g)) ** cfg.time_power,
+        return {**out, "t": 1 - (1 - torch.rand(B, generator=g)) ** opt.time_power,
                 "z": coordinate_noise(queries, size, mcfg.in_channels, g, mcfg.noise_length, mcfg.noise_features)}
 
     def loss(self, net, batch):
-        loss, mu = flow_matching_loss(net, batch, self.cfg.model.mu_weight)
-        return loss, psnr(mu, batch["targets"]).mean()
+        """The flow-matching loss (``flow.bridge.flow_matching_loss``) of the batch's stage: a batch
+        without times trains the estimate alone."""
+        out = net(batch["obs_coords"], batch["obs_values"], batch["query_coords"], batch["targets"], batch["cell"],
+                  batch.get("z"), batch.get("t"), stage="joint" if "t" in batch else "estimate")
+        m = self.cfg.model
+        mu = ((out.mu.detach() + 1) / 2).clamp(0, 1)
+        return flow_matching_loss(out, m.residual_std, m.mu_weight), psnr(mu, batch["targets"]).mean()
 
     def validate(self, model, datasets):
         val = datasets["val"]
@@ -148,7 +192,7 @@ def observe(images, frac, seed=EVAL_MASK_SEED):
     obs values, full grid (B, H*W, 2), unobserved mask (B, H*W))."""
     B, C, H, W = images.shape
     grid = make_grid((H, W)).expand(B, -1, -1)
-    obs, _ = sparse_masks(range(B), H * W, frac, seed=seed)
+    obs = sparse_masks(range(B), H * W, frac, seed=seed)
     values = images.flatten(2).transpose(1, 2)
     unobserved = torch.ones(B, H * W, dtype=torch.bool).scatter_(1, obs, False)
     return take_rows(grid, obs), take_rows(values, obs), grid, unobserved

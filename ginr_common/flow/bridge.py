@@ -1,0 +1,63 @@
+"""The bridge from the estimate to the field, and its flow-matching loss.
+
+The flow starts at x0 = mu + noise_scale * a * z (mu the model's estimate, z the noise field, a
+the per-query spread or 1) and carries it to the field x1 along x_t = (1 - t) x0 + t x1. The
+network predicts x1 from x_t, preconditioned as in EDM (``scalings``): x1_hat = mu + c_skip
+(x_t - mu) + c_out F, and the velocity is (x1_hat - x_t) / (1 - t). Values in [-1, 1]."""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def scalings(t, residual_std, noise_scale, spread=None):
+    """(c_in, c_skip, c_out) at times t (B, 1, 1): if x1 - mu were N(0, r^2) (r =
+    ``residual_std``), E[x1 - mu | x_t] = c_skip (x_t - mu) and c_out is its posterior spread;
+    c_in makes x_t - mu unit-variance (the preconditioning of EDM, for this bridge). ``spread``
+    (B, Q, C) scales r and the noise per query."""
+    r, s = residual_std, noise_scale
+    if spread is not None:
+        r, s = r * spread, s * spread
+    var = (t * r) ** 2 + ((1 - t) * s) ** 2
+    return var.rsqrt(), t * r ** 2 / var, r * s * (1 - t) / var.sqrt()
+
+
+def start(mu, z, noise_scale, spread=None):
+    """x0 = mu + noise_scale * spread * z: where the bridge starts."""
+    return mu + noise_scale * (1 if spread is None else spread) * z
+
+
+def point(x0, x1, t):
+    """x_t = (1 - t) x0 + t x1 at times t (B,) or a number."""
+    if torch.is_tensor(t):
+        t = t.to(x1.dtype).reshape(-1, 1, 1)
+    return (1 - t) * x0 + t * x1
+
+
+@dataclass
+class FlowOutput:
+    """A training pass of ``SparseFieldFlow`` (values in [-1, 1]): the estimate mu and the field x1
+    at the queries (B, Q, C), the per-query spread (``local_spread``; else None), and in the joint
+    stage the network's raw output F with its regression target (else None)."""
+    mu: torch.Tensor
+    x1: torch.Tensor
+    spread: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+
+
+def flow_matching_loss(output, residual_std, mu_weight=1.0):
+    """The loss of a ``FlowOutput``: the MSE of F against its target (x1 - mu - c_skip (x_t -
+    mu)) / c_out (the flow-matching loss on the velocity, weighted per time so every t carries
+    equal weight; joint stage only), plus ``mu_weight`` x the MSE of the estimate mu in units of
+    the residual's spread (divided by residual_std^2), plus, with a spread, the Gaussian negative
+    log-likelihood of x1 - mu (mu held fixed) under it."""
+    o, r = output, residual_std
+    loss = mu_weight * F.mse_loss(o.mu, o.x1) / r ** 2
+    if o.spread is not None:
+        sigma = r * o.spread
+        loss = loss + (sigma.log() + 0.5 * ((o.x1 - o.mu.detach()) / sigma) ** 2).mean() - math.log(r) - 0.5
+    if o.out is not None:
+        loss = loss + F.mse_loss(o.out, o.target)
+    return loss
