@@ -7,7 +7,7 @@ on metrics.
 """
 from ginr_common.checkpoints import (describe_pretrained, from_pretrained, load_checkpoint, load_pretrained,
                                      pretrained_manifest, save_checkpoint, save_pretrained)
-from ginr_common.decoders import DECODERS, LAINRConfig, LocalConfig, SCENTConfig
+from ginr_common.decoders import DECODERS, LAINRConfig, LocalConfig, NeighbourConfig, SCENTConfig
 from ginr_common.encoder import MambaEncoder, PatchTokenizer
 from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures, make_grid
@@ -20,7 +20,7 @@ __version__ = "0.2.0"
 __all__ = [
     "BiMamba", "BiMambaStack", "DECODERS", "describe_pretrained", "EncoderBlock", "FlowConfig", "FourierFeatures", "GINRConfig",
     "GaussianFourierFeatures", "ImplicitSequentialBias", "LAINRConfig", "LocalConfig", "Mamba", "MambaEncoder", "MambaGINR",
-    "PatchTokenizer", "SCENTConfig", "SequentialBiasVisualization", "SimpleMambaGINR", "SparseFieldFlow",
+    "NeighbourConfig", "PatchTokenizer", "SCENTConfig", "SequentialBiasVisualization", "SimpleMambaGINR", "SparseFieldFlow",
     "from_pretrained", "load_checkpoint", "load_pretrained", "lp_diversity", "make_grid", "pretrained_manifest",
     "render_image", "save_checkpoint", "save_pretrained", "selective_scan", "selective_scan_ref",
 ]

@@ -1,5 +1,7 @@
 """Atomic writes (a leaf): a file is written beside its destination, flushed to disk, then renamed
-over it, so a reader (or a run killed mid-write) sees the old file or the new one, never half of one."""
+over it, so a reader (or a run killed mid-write) sees the old file or the new one, never half of one.
+And dataclasses read back from dicts, unknown fields named."""
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -30,3 +32,13 @@ def write_text(path, text):
 def write_json(obj, path):
     """Write ``obj`` as indented JSON, atomically."""
     return write_text(path, json.dumps(obj, indent=1))
+
+
+def from_fields(cls, d, what):
+    """``cls(**d)`` for the dataclass ``cls`` once ``d`` names only its fields; otherwise a
+    ValueError names the unknown fields and the known ones (``what``: what ``d`` is, for the message)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; known: {sorted(names)}")
+    return cls(**d)

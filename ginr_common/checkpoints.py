@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from ginr_common._io import atomic_write, write_json
+from ginr_common._io import atomic_write, from_fields, write_json
 
 from ginr_common.flow import FlowConfig, SparseFieldFlow
 from ginr_common.model import GINRConfig, MambaGINR
@@ -63,12 +63,7 @@ def config_from_dict(d, stored=True):
     family = d.pop("family", "ginr")
     if family not in MODEL_FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_FAMILIES)}")
-    cfg_cls = MODEL_FAMILIES[family][0]
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"stored {family} config has fields this version does not know: {unknown}")
-    return cfg_cls(**d)
+    return from_fields(MODEL_FAMILIES[family][0], d, f"the {family} model config")
 
 
 def build_model(config_dict):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ginr_common._io import from_fields
 from ginr_common.checkpoints import MODEL_FAMILIES, config_from_dict, plain
 from ginr_common.flow import FlowConfig
 from ginr_common.model import GINRConfig
@@ -226,11 +227,7 @@ def config_from_json(d):
         family = next(name for name, (c, _) in MODEL_FAMILIES.items() if c is cls.model_config)
         d["model"] = config_from_dict({"family": family, **d["model"]}, stored=False)
     if "options" in d:
-        names = {f.name for f in dataclasses.fields(cls.options_class)}
-        bad = sorted(set(d["options"]) - names)
-        if bad:
-            raise ValueError(f"unknown option(s) {bad} of task {task!r}; known: {sorted(names)}")
-        d["options"] = cls.options_class(**d["options"])
+        d["options"] = from_fields(cls.options_class, d["options"], f"the options of task {task!r}")
     return TrainConfig(**d)
 
 

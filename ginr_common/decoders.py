@@ -12,7 +12,6 @@ Adding a decoder is its class (with its config) and one line: ``DECODERS[kind] =
 Queries never attend to each other, so memory is linear in the number of queries; ``lp_coords``
 (M, d) is the coordinate each LP stands for, used by the optional locality bias.
 """
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -22,15 +21,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ginr_common._io import from_fields
 from ginr_common.fourier import FourierFeatures, GaussianFourierFeatures, make_grid
 from ginr_common.transformer import TransformerStack  # the optional latent processor of SCENT
 
 
 @dataclass
-class LAINRConfig:
-    """The LAINR decoder: query features -> cross-attention to the LPs -> ResidualBlocks -> head
-    (defaults: the reference design's decoder)."""
-    kind: str = "lainr"
+class AttentionConfig:
+    """What the attention decoders (LAINR, SCENT) share: query features, width, heads, the locality
+    bias and the optional reading of the nearest patch tokens."""
+    kind: str = ""
     hidden: int = 256
     n_blocks: int = 3
     heads: int = 2
@@ -52,29 +52,26 @@ class LAINRConfig:
 
 
 @dataclass
-class SCENTConfig:
+class LAINRConfig(AttentionConfig):
+    """The LAINR decoder: query features -> cross-attention to the LPs -> ResidualBlocks -> head
+    (defaults: the reference design's decoder)."""
+    kind: str = "lainr"
+
+
+@dataclass
+class SCENTConfig(AttentionConfig):
     """The SCENT-style decoder: n_blocks x [pre-norm cross-attention with a skip, GEGLU] (defaults:
     notebook 3's cpu model)."""
     kind: str = "scent"
     hidden: int = 128
     n_blocks: int = 2
     heads: int = 4
-    latent_blocks: int = 0        # self-attention blocks over the latents, once per decode
     features: str = "gaussian"
     n_freqs: int = 64
-    max_freq: float = 32.0
     sigma: float = 8.0
-    learnable_freqs: bool = False
     locality: bool = True
-    lp_grid: int | None = None
     local_tokens: bool = True
-
-    def __post_init__(self):
-        _check_decoder_config(self)
-
-    @property
-    def reads_tokens(self):
-        return self.local_tokens
+    latent_blocks: int = 0        # self-attention blocks over the latents, once per decode
 
 
 @dataclass
@@ -141,12 +138,7 @@ def decoder_config(d):
     kind = d.get("kind")
     if kind not in DECODERS:
         raise ValueError(f"decoder kind must be one of {sorted(DECODERS)}, got {kind!r}")
-    cls = DECODERS[kind].config_class
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {kind} decoder option(s) {unknown}; known: {sorted(names)}")
-    return cls(**d)
+    return from_fields(DECODERS[kind].config_class, d, f"the {kind} decoder config")
 
 
 def returns_features(config):
@@ -405,8 +397,25 @@ class NeighbourReader(nn.Module):
         return torch.cat(out, 1), torch.cat(index, 1)
 
 
-class NeighbourDecoder(nn.Module):
-    config_class, returns_features = NeighbourConfig, True
+class _ReadingDecoder(nn.Module):
+    """What the reading decoders share: a trunk of ResidualBlocks and a head over the features
+    their readers give (``returns_features``: the trunk's output, which the pixel filter reads)."""
+    returns_features = True
+
+    def _add_trunk(self, hidden, n_blocks, out_dim):
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden, 2 * hidden) for _ in range(n_blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
+
+    def _finish(self, h, return_attention, return_features):
+        """The trunk and head over the readings h (B, Q, hidden) -> (B, Q, out_dim) [, features]."""
+        if return_attention:
+            raise ValueError(f"the {self.config.kind} decoder has no attention to return")
+        h = self.blocks(h)
+        return (self.head(h), h) if return_features else self.head(h)
+
+
+class NeighbourDecoder(_ReadingDecoder):
+    config_class = NeighbourConfig
     """NeighbourReader over the encoded patch tokens (points at the patch centres) -> ResidualBlocks
     -> head: the flow model's reader of scattered points, decoding a reconstruction."""
 
@@ -418,24 +427,20 @@ class NeighbourDecoder(nn.Module):
         self.token_grid = tuple(token_grid)
         self.register_buffer("centres", make_grid(self.token_grid), persistent=False)
         self.reader = NeighbourReader(coord_dim, latent_dim, c.hidden, min(c.k, math.prod(self.token_grid)))
-        self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
-        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
+        self._add_trunk(c.hidden, c.n_blocks, out_dim)
 
     def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False,
                 return_features=False):
         """-> (B, Q, out_dim); with ``return_features`` also the features before the head (B, Q, hidden)."""
-        if return_attention:
-            raise ValueError("the neighbour decoder has no attention to return")
         if tokens is None:
             raise ValueError("the neighbour decoder reads the encoded patch tokens: pass tokens= (B, N, D)")
         points = self.centres.to(coords.dtype).expand(coords.shape[0], -1, -1)
         h, _ = self.reader(points, tokens, coords, _cell(cell, coords), self.token_grid)
-        h = self.blocks(h)
-        return (self.head(h), h) if return_features else self.head(h)
+        return self._finish(h, return_attention, return_features)
 
 
-class LocalDecoder(nn.Module):
-    config_class, returns_features = LocalConfig, True
+class LocalDecoder(_ReadingDecoder):
+    config_class = LocalConfig
     """LocalReader over the LP lattice and/or the patch-token grid (summed) -> ResidualBlocks ->
     head. Memory is linear in the number of queries; no attention."""
 
@@ -448,18 +453,15 @@ class LocalDecoder(nn.Module):
             raise ValueError(f"the local decoder reads {missing}: pass their lattice shapes "
                              "(lattice=, token_grid=), as MambaGINR does")
         self.readers = nn.ModuleDict({s: LocalReader(grids[s], latent_dim, c.hidden, c) for s in c.sources})
-        self.blocks = nn.Sequential(*[ResidualBlock(c.hidden, 2 * c.hidden) for _ in range(c.n_blocks)])
-        self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
+        self._add_trunk(c.hidden, c.n_blocks, out_dim)
 
     def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False,
                 return_features=False):
         """-> (B, Q, out_dim); with ``return_features`` also the features before the head (B, Q, hidden)."""
-        if return_attention:
-            raise ValueError("the local decoder has no attention to return")
         cell = _cell(cell, coords)
         srcs = {"lps": latents, "tokens": tokens}
-        h = self.blocks(sum(reader(srcs[name], coords, cell) for name, reader in self.readers.items()))
-        return (self.head(h), h) if return_features else self.head(h)
+        h = sum(reader(srcs[name], coords, cell) for name, reader in self.readers.items())
+        return self._finish(h, return_attention, return_features)
 
 
 class PixelFilter(nn.Module):

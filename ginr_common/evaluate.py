@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -24,31 +25,35 @@ from ginr_common.data import load_dataset, load_sr_pairs
 from ginr_common.tasks import make_task
 
 
-def evaluate_model(model, config, out, data="photos", progress=True, record=None, **options):
+def evaluate_model(model, config, out=None, data="photos", progress=True, record=None, **options):
     """Run the evaluation of the task of ``config`` (a config name, trained with its cpu profile,
-    or a TrainConfig) on ``model`` (options: see the task's ``evaluate``); writes eval.json (the
-    results after the entries of ``record``) and its figures in ``out``. Returns (results, task):
-    ``task.figures`` keeps the predictions."""
+    or a TrainConfig) on ``model`` (options: see the task's ``evaluate``). Returns (results,
+    predictions). With ``out``, writes there eval.json (the results after the entries of
+    ``record``) and the task's figures."""
     torch.manual_seed(0)
     np.random.seed(0)
     cfg = get_config(config, "cpu") if isinstance(config, str) else config
     task = make_task(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     m = cfg.model
     datasets = data if isinstance(data, dict) else load_dataset(data, size=m.input_size, channels=m.in_channels)
     # the test split's HR crops (a folder without large images has none); CIFAR-10: the held-out photographs'
     sr_pairs = datasets.get("test_sr", load_sr_pairs("test"))
     sr_pairs = sr_pairs if len(sr_pairs[0]) else None
-    results = {**(record or {}), **task.evaluate(model.eval(), datasets, out, progress=progress, sr_pairs=sr_pairs,
-                                                 **options)}
-    write_json(results, out / "eval.json")
-    return results, task
+    results, predictions = task.evaluate(model.eval(), datasets, progress=progress, sr_pairs=sr_pairs, **options)
+    results = {**(record or {}), **results}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(results, out / "eval.json")
+        for name, fig in task.figures(model, results, predictions).items():
+            fig.savefig(out / name, dpi=150)
+            plt.close(fig)
+    return results, predictions
 
 
 def evaluate_checkpoint(checkpoint, data="photos", out=None, progress=True, **options):
     """Load ``checkpoint``, run its task's evaluation (options: see the task's ``evaluate``) and
-    write the results beside it (or in ``out``). Returns (results, task)."""
+    write the results and figures beside it (or in ``out``). Returns (results, predictions)."""
     model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
     out = Path(out or Path(checkpoint).parent)
     record = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data}

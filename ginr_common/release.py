@@ -20,7 +20,6 @@ import math
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,9 +51,7 @@ def eval_options(results):
 
 def measure(model, name, options):
     """The shipped evaluation of ``model`` (the task of config ``name``) with ``options``: its results."""
-    with tempfile.TemporaryDirectory() as out:
-        results, _ = evaluate_model(model, name, out, progress=False, **options)
-    return results
+    return evaluate_model(model, name, progress=False, **options)[0]
 
 
 def compare(measured, recorded):
@@ -189,20 +186,22 @@ def teaser(path, crop=9, tile=300):
     held-out tile beside linear interpolation and the tile."""
     lr, hr = (x[crop:crop + 1] for x in load_sr_pairs("test"))
     with torch.no_grad():
-        sr = load_pretrained("standard_fourier").render(lr, (128, 128)).clamp(0, 1)
-    bic = bicubic(lr, (128, 128))
+        sr = load_pretrained("standard_fourier").render(lr, hr.shape[2:]).clamp(0, 1)
+    bic = bicubic(lr, hr.shape[2:])
     x = load_dataset("photos")["test"][tile][0][None]
     flow = load_pretrained("flow_sparse")
     oc, ov, grid, unobserved = observe(x, flow.config.observe_frac)
-    img = lambda v: v.transpose(1, 2).reshape(1, 3, 32, 32)  # noqa: E731
+    img = lambda v: v.transpose(1, 2).reshape(x.shape)  # noqa: E731
     mean, _ = flow.posterior(oc, ov, grid, k=16, steps=8, generator=torch.Generator().manual_seed(0))
     lin = interpolate_sparse(oc, ov, grid, "linear")
     db = lambda p, t: f"{float(psnr(p, t)):.1f} dB"  # noqa: E731
-    fig = image_row([lr[0], bic[0], sr[0], hr[0], (x * (~unobserved).reshape(1, 1, 32, 32))[0], img(lin)[0],
+    size = lambda t: "x".join(map(str, t.shape[2:]))  # noqa: E731
+    scale = hr.shape[-1] // lr.shape[-1]
+    fig = image_row([lr[0], bic[0], sr[0], hr[0], (x * (~unobserved).reshape(1, 1, *x.shape[2:]))[0], img(lin)[0],
                      img(mean)[0], x[0]],
-                    ["input 32x32", f"bicubic x4, {db(bic, hr)}", f"notebook 1 x4, {db(sr, hr)}", "real 128x128",
-                     "20% observed", f"linear interp., {db(img(lin), x)}", f"notebook 4, mean of 16, {db(img(mean), x)}",
-                     "real tile"], size=1.9)
+                    [f"input {size(lr)}", f"bicubic x{scale}, {db(bic, hr)}", f"notebook 1 x{scale}, {db(sr, hr)}",
+                     f"real {size(hr)}", f"{flow.config.observe_frac:.0%} observed", f"linear interp., {db(img(lin), x)}",
+                     f"notebook 4, mean of 16, {db(img(mean), x)}", "real tile"], size=1.9)
     fig.savefig(path, dpi=130, pil_kwargs={"quality": 85})
     return path
 

@@ -156,14 +156,15 @@ def attention_figure(model, image, query=(0.5, 0.5)):
 
 
 @torch.no_grad()
-def render_grid(model, image, sizes=(32, 64, 128)):
-    """The same latent (encoded once) decoded at several resolutions."""
+def render_grid(model, image, scales=(1, 2, 4)):
+    """The same latent of ``image`` (C, H, W) (encoded once) decoded at several multiples of its size."""
     z = model.encode(image[None])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(2.6 * len(sizes), 2.8))
-    for ax, s in zip(axes, sizes):
-        out = model.decode(z, make_grid((s, s), device=image.device), images=image[None],
-                           cell=1 / torch.tensor((s, s), dtype=torch.float32))
-        _show(ax, out[0].t().reshape(-1, s, s), f"{s}x{s}")
+    fig, axes = plt.subplots(1, len(scales), figsize=(2.6 * len(scales), 2.8))
+    for ax, f in zip(axes, scales):
+        size = tuple(round(f * n) for n in image.shape[1:])
+        out = model.decode(z, make_grid(size, device=image.device), images=image[None],
+                           cell=1 / torch.tensor(size, dtype=torch.float32))
+        _show(ax, out[0].t().reshape(-1, *size), "x".join(map(str, size)))
     fig.tight_layout()
     return fig
 
@@ -210,7 +211,7 @@ def zero_shot_figure(renders, n=2, title=""):
 def recon_summary(results):
     """A table of a reconstruction / super-resolution evaluation (``evaluate_model``'s results)
     and sentences read from its numbers."""
-    t, S = results["test"], results.get("input_size", 32)
+    t, S = results["test"], results["input_size"]
     lines = ["| what | model | bicubic | model - bicubic |", "|---|---|---|---|",
              f"| reconstruction of {t['n']} held-out {S}x{S} tiles | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
     words = [f"Reconstruction of unseen tiles: {t['psnr']:.1f} dB."]

@@ -26,7 +26,7 @@ import torch
 
 from ginr_common import describe_pretrained, load_checkpoint, load_pretrained, make_grid, pretrained_manifest, viz
 from ginr_common.configs import config_json, default_profile, get_config, run_name
-from ginr_common.data import load_dataset
+from ginr_common.data import load_dataset, resize
 from ginr_common.evaluate import evaluate_model
 from ginr_common.tasks.sparse_flow import observe
 from ginr_common.train import CHECKPOINTS, fit
@@ -48,8 +48,9 @@ model = load_pretrained(CONFIG)
 print(describe_pretrained(CONFIG))
 images = torch.stack([data["test"][i * 97 % len(data["test"])][0] for i in range(4)])
 oc, ov, grid, unobserved = observe(images, model.config.observe_frac)   # the evaluation masks (seed 42)
-viz.image_row([*images, *(images * (~unobserved).reshape(4, 1, 32, 32))], ["held-out tile"] * 4 + ["observed 20%"] * 4,
-              size=1.5);
+SIZE = model.config.input_size                                         # the model's base grid, (32, 32)
+viz.image_row([*images, *(images * (~unobserved).reshape(len(images), 1, *SIZE))],
+              ["held-out tile"] * 4 + ["observed 20%"] * 4, size=1.5);
 
 # %% [markdown]
 # ## Results on held-out photographs
@@ -62,29 +63,27 @@ shipped = pretrained_manifest(CONFIG)["results"]
 print(f"{shipped['n_images']} held-out tiles, {shipped['solver']} {shipped['steps']} steps, means of 4 and {shipped['k']}:")
 print(viz.sparse_summary(shipped))
 # the figures below come from a quicker evaluation of N_EVAL of those tiles (its numbers are in results)
-OUT = CHECKPOINTS / f"{CONFIG}-shipped"
-results, task = evaluate_model(model, CONFIG, OUT, data, n_images=N_EVAL, k=K, steps=STEPS, n_hr=2, k_hr=4,
-                               sizes=(64, 128), progress=False)
+results, predictions = evaluate_model(model, CONFIG, data=data, n_images=N_EVAL, k=K, steps=STEPS, n_hr=2, k_hr=4,
+                                      sizes=(64, 128), progress=False)
 
 # %%
-viz.sparse_figure(task.figures["sparse"], task.figures["truth"], n=4,
+viz.sparse_figure(predictions["sparse"], predictions["truth"], n=4,
                   title=f"{CONFIG} (shipped): 20% observed; one sample, means of 4 and {K}, spread over {K}");
 
 # %% [markdown]
 # ## Zero-shot renders and one field at several resolutions
 
 # %%
-viz.zero_shot_figure(task.figures["zero_shot"], n=1, title="zero-shot renders of a held-out crop (mean of 4)");
+viz.zero_shot_figure(predictions["zero_shot"], n=1, title="zero-shot renders of a held-out crop (mean of 4)");
 
 # %%
-# one noise field, several resolutions: the same sample drawn at 32, 64 and 128
-lr = task.figures["zero_shot"][64][3][:1]            # the real 64x64 crop, downsampled below
-from ginr_common.data import resize
-small = resize(lr, (32, 32))
-o_c, o_v, _, _ = observe(small, model.config.observe_frac)
-row = [model.sample(o_c, o_v, make_grid((s, s))[None], steps=STEPS, generator=torch.Generator().manual_seed(0))
-       .transpose(1, 2).reshape(3, s, s) for s in (32, 64, 128)]
-viz.image_row(row, ["sample at 32", "the same sample at 64", "at 128"], size=2.4);
+# one noise field, several resolutions: the same sample drawn at 1x, 2x and 4x the base grid
+crop = predictions["zero_shot"][64][3][:1]            # a real 64x64 crop, downsampled to the base grid below
+o_c, o_v, _, _ = observe(resize(crop, SIZE), model.config.observe_frac)
+sizes = [tuple(f * n for n in SIZE) for f in (1, 2, 4)]
+row = [model.sample(o_c, o_v, make_grid(s)[None], steps=STEPS, generator=torch.Generator().manual_seed(0))
+       .transpose(1, 2).reshape(3, *s) for s in sizes]
+viz.image_row(row, [f"sample at {sizes[0][0]}", f"the same sample at {sizes[1][0]}", f"at {sizes[2][0]}"], size=2.4);
 
 # %% [markdown]
 # ## Train from scratch

@@ -79,7 +79,7 @@ def test_locality_needs_lp_coords_and_bad_features(seed):
         dec(torch.randn(1, 8, 16), torch.rand(1, 3, 2))
     with pytest.raises(ValueError, match="features must be"):
         SCENTConfig(features="wavelet")
-    with pytest.raises(ValueError, match="unknown scent decoder option"):
+    with pytest.raises(ValueError, match=r"the scent decoder config: unknown field\(s\) \['hiden'\]"):
         GINRConfig(decoder={"kind": "scent", "hiden": 3})
 
 

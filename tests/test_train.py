@@ -417,7 +417,7 @@ def test_settings_set_any_field_by_its_dotted_name():
                          ({"steps": 1.5}, r"steps must be int like 20, got 1.5"),
                          ({"augment": 1}, r"augment must be bool"),
                          ({"model.decoder.features": "wavelet"}, r"features must be 'fourier' or 'gaussian'"),
-                         ({"task": "sparse_flow"}, r"(?s)stored flow config has fields this version does not know")]:
+                         ({"task": "sparse_flow"}, r"(?s)the flow model config: unknown field")]:
         with pytest.raises(ValueError, match=message):
             with_settings(cfg, bad)
 

@@ -11,7 +11,7 @@ SOLVERS = ("euler", "heun")
 def solve(model, context, z, steps=8, solver="euler"):
     """One draw: integrate dx/dt = v from t = 0 (x0 = mu + noise_scale * spread * z, z (B, Q, C)
     the noise at the queries) to 1 in ``steps`` equal steps of ``solver`` -> values (B, Q, C) in
-    [-1, 1]. With ``context.known``, queries at observed coordinates follow the straight path to
+    [0, 1]. ``context``: ``model.context(...)`` of the observations and queries. With ``context.known``, queries at observed coordinates follow the straight path to
     their observed value at every step and end exactly on it."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -33,7 +33,7 @@ def solve(model, context, z, steps=8, solver="euler"):
         if solver == "heun" and i < steps - 1:     # the last step is Euler: v is undefined at t = 1
             v = 0.5 * (v + model.velocity(ctx, hold(x + dt * v, t + dt), t + dt))
         x = x + dt * v
-    return hold(x, 1.0)
+    return ((hold(x, 1.0) + 1) / 2).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -50,5 +50,5 @@ def samples(model, obs_coords, obs_values, query_coords, k=16, generator=None, a
     out, z = [], None
     for i in tqdm(range(k), desc="samples", disable=not progress, leave=False):
         z = -z if antithetic and i % 2 else model.noise(ctx.query_coords, generator)
-        out.append(((solve(model, ctx, z, steps, solver) + 1) / 2).clamp(0, 1))
+        out.append(solve(model, ctx, z, steps, solver))
     return torch.stack(out)

@@ -9,8 +9,9 @@ step as a dict of tensors whose first axis is the image (a pure function of the 
 step, so a resume or a run on N processes sees the same data); the loop gives each process its
 rows ``[rank::world]``. ``loss(net, batch)`` returns (loss, a per-step PSNR for the progress
 bar); ``validate`` the model-selection number on the validation split (higher is better);
-``evaluate`` the full test-split evaluation with its figure, written to a folder; ``preview`` a
-picture of the model on a few validation images (TensorBoard).
+``evaluate`` the full test-split evaluation, returning its numbers and predictions; ``figures``
+draws those predictions (the caller saves or shows the figures); ``preview`` a picture of the
+model on a few validation images (TensorBoard).
 """
 import torch
 
@@ -74,8 +75,13 @@ class Task:
     def validate(self, model, datasets):
         raise NotImplementedError
 
-    def evaluate(self, model, datasets, out, progress=True, **options):
+    def evaluate(self, model, datasets, progress=True, sr_pairs=None, **options):
+        """The test-split evaluation: (results, a dict of numbers; predictions, a dict of tensors)."""
         raise NotImplementedError
+
+    def figures(self, model, results, predictions):
+        """{file name: matplotlib Figure} of an evaluation's predictions (none by default)."""
+        return {}
 
     @torch.no_grad()
     def preview(self, model, datasets, n=4):

@@ -13,7 +13,6 @@ of the same input (eval.json, sr.png)."""
 import math
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -95,11 +94,12 @@ class ReconstructionTask(Task):
     def validate(self, model, datasets):
         return evaluate_reconstruction(model, datasets["val"], with_ssim=False)["psnr"]
 
-    def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, sizes=None):
-        """Test-split reconstruction + renders at ``sizes`` (default: 2x and 4x the input) of the HR test crops ``sr_pairs``
-        (lr, hr); writes sr.png in ``out`` (``evaluate_model`` writes eval.json)."""
+    def evaluate(self, model, datasets, progress=True, sr_pairs=None, sizes=None):
+        """Test-split reconstruction + renders at ``sizes`` (default: 2x and 4x the input) of the HR
+        test crops ``sr_pairs`` (lr, hr) -> (results, predictions {"lr", "renders"})."""
         results = {"input_size": int(model.config.input_size[-1]),
                    "test": evaluate_reconstruction(model, datasets["test"], progress=progress)}
+        predictions = {}
         if sr_pairs is not None:
             lr, hr = sr_pairs
             sizes = sizes or (2 * lr.shape[-1], 4 * lr.shape[-1])
@@ -107,11 +107,14 @@ class ReconstructionTask(Task):
             results["super_resolution_note"] = (f"{len(lr)} HR test crops {hr.shape[-1]}x{hr.shape[-1]} from the "
                                                 f"test photographs, input = antialiased {lr.shape[-1]}x{lr.shape[-1]} "
                                                 "downsample; baseline: bicubic upsampling of the same input")
-            self.figures = {"lr": lr, "renders": renders}
-            fig = sr_figure(lr, renders, title=f"{model.config.name}: renders of held-out photographs")
-            fig.savefig(out / "sr.png", dpi=150)
-            plt.close(fig)
-        return results
+            predictions = {"lr": lr, "renders": renders}
+        return results, predictions
+
+    def figures(self, model, results, predictions):
+        if "renders" not in predictions:
+            return {}
+        return {"sr.png": sr_figure(predictions["lr"], predictions["renders"],
+                                    title=f"{model.config.name}: renders of held-out photographs")}
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ u)^``options.time_power``, u uniform). With sr_scales=() the queries are the inp
 itself.
 
 Validation: PSNR on the unobserved pixels of one eight-step sample, averaged over 4 samples (two
-antithetic pairs, see ``flow.sampler.samples``) on up to 32 validation tiles: a sample's error is
+antithetic pairs, see ``flow.sampler.samples``) on up to VAL_TILES validation tiles: a sample's error is
 the posterior mean's plus its own spread, so the checkpoint kept is the one whose draws are
 closest to the truth. Evaluation: see ``SparseFlowTask.evaluate``.
 """
@@ -24,7 +24,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import torch
 
 from ginr_common.baselines import bicubic, interpolate_sparse
@@ -38,6 +37,7 @@ from ginr_common.viz import image_grid, sparse_figure, zero_shot_figure
 
 EVAL_MASK_SEED = 42
 NATIVE_SHARE = 0.5     # with sr_scales: the share of steps supervised at the input size itself (s = 1)
+VAL_TILES = 32         # validation tiles (spread over the validation split)
 
 
 @dataclass
@@ -127,7 +127,7 @@ class SparseFlowTask(Task):
 
     def validate(self, model, datasets):
         val = datasets["val"]
-        pick = torch.linspace(0, len(val) - 1, min(32, len(val))).long()
+        pick = torch.linspace(0, len(val) - 1, min(VAL_TILES, len(val))).long()
         images = torch.stack([val[int(i)][0] for i in pick])
         return sample_psnr(model, images)
 
@@ -143,15 +143,14 @@ class SparseFlowTask(Task):
         shown = x * (~unobserved).reshape(len(x), 1, *x.shape[2:])
         return image_grid(torch.cat([shown, as_image(y), x]), len(x))
 
-    def evaluate(self, model, datasets, out, progress=True, sr_pairs=None, n_images=32, k=16, steps=8,
-                 solver="euler", sizes=(64, 96, 128), n_hr=8, k_hr=4):
+    def evaluate(self, model, datasets, progress=True, sr_pairs=None, n_images=32, k=16, steps=8, solver="euler",
+                 sizes=(64, 96, 128), n_hr=8, k_hr=4):
         """At the input size, on ``n_images`` test tiles spread over the test split: the model's
         estimate, one sample and the means of 4 and ``k`` samples in antithetic pairs (free and
         holding the observed pixels; free also the mean of ``k`` independent draws), nearest and
-        linear interpolation; zero-shot at ``sizes`` on ``n_hr``
-        HR test crops ``sr_pairs`` (mean of ``k_hr`` samples against linear + bicubic). Writes
-        sparse.png and zero_shot.png (``evaluate_model`` writes eval.json); returns the results (predictions kept in
-        ``self.figures``)."""
+        linear interpolation; zero-shot at ``sizes`` on ``n_hr`` HR test crops ``sr_pairs`` (mean
+        of ``k_hr`` samples against linear + bicubic). -> (results, predictions {"sparse": the
+        free rows' images, "truth": the tiles, "zero_shot": {size: (baseline, sample, mean, truth)}})."""
         test = datasets["test"]
         pick = torch.linspace(0, len(test) - 1, min(n_images, len(test))).long()
         images = torch.stack([test[int(i)][0] for i in pick])
@@ -166,25 +165,27 @@ class SparseFlowTask(Task):
         iid = evaluate_sparse(model, images, ks=(k,), steps=steps, solver=solver, antithetic=False, with_ssim=True,
                               progress=progress)
         results["free"][f"mean_{k}_independent"] = iid[f"mean_{k}"]   # the same k, independent draws
-        self.figures = {"sparse": preds[False], "truth": images}
-        c = model.config
-        fig = sparse_figure(preds[False], images, n=4, title=f"{c.name}: {c.observe_frac:.0%} of each held-out tile "
-                            f"observed; {solver} {steps} steps")
-        fig.savefig(out / "sparse.png", dpi=150)
-        plt.close(fig)
+        predictions = {"sparse": preds[False], "truth": images}
         if sr_pairs is not None:
             lr, hr = sr_pairs
             pick = torch.linspace(0, len(lr) - 1, min(n_hr, len(lr))).long()
-            results["zero_shot"], renders = evaluate_sparse_zero_shot(model, lr[pick], hr[pick], sizes, k=k_hr,
-                                                                      steps=steps, solver=solver)
-            results["zero_shot_note"] = (f"{len(pick)} HR test crops; {c.observe_frac:.0%} of the {lr.shape[-1]}x"
-                                         f"{lr.shape[-1]} downsample observed; model: mean of {k_hr} samples "
-                                         "(antithetic pairs); baseline: bicubic upsampling of the linear interpolation")
-            self.figures["zero_shot"] = renders
-            fig = zero_shot_figure(renders, title=f"{c.name}: zero-shot renders (mean of {k_hr}) of held-out crops")
-            fig.savefig(out / "zero_shot.png", dpi=150)
-            plt.close(fig)
-        return results
+            results["zero_shot"], predictions["zero_shot"] = evaluate_sparse_zero_shot(
+                model, lr[pick], hr[pick], sizes, k=k_hr, steps=steps, solver=solver)
+            results["zero_shot_note"] = (f"{len(pick)} HR test crops; {model.config.observe_frac:.0%} of the "
+                                         f"{lr.shape[-1]}x{lr.shape[-1]} downsample observed; model: mean of {k_hr} "
+                                         "samples (antithetic pairs); baseline: bicubic upsampling of the linear "
+                                         "interpolation")
+        return results, predictions
+
+    def figures(self, model, results, predictions):
+        c = model.config
+        out = {"sparse.png": sparse_figure(predictions["sparse"], predictions["truth"], n=4,
+                                           title=f"{c.name}: {c.observe_frac:.0%} of each held-out tile observed; "
+                                                 f"{results['solver']} {results['steps']} steps")}
+        if "zero_shot" in predictions:
+            out["zero_shot.png"] = zero_shot_figure(predictions["zero_shot"], title=f"{c.name}: zero-shot renders "
+                                                    "of held-out crops")
+        return out
 
 
 def observe(images, frac, seed=EVAL_MASK_SEED):
