@@ -1,7 +1,9 @@
 """Classical baselines, all on the pixel-centre convention of ``fourier.make_grid`` (a leaf).
 
 - ``bicubic``: bicubic upsampling of an image to a size (align_corners=False), clamped.
+- ``upsample``: the classical baseline of a render: bicubic for images, trilinear for volumes.
 - ``sample_bicubic``: the same bicubic kernel read at arbitrary coordinates.
+- ``sample_upsample``: ``upsample`` read at arbitrary coordinates (bicubic or trilinear).
 - ``interpolate_sparse``: scattered-data interpolation (scipy's griddata) of observed pixels.
 """
 import numpy as np
@@ -15,6 +17,17 @@ def bicubic(images, size):
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+BASELINE = {2: "bicubic", 3: "trilinear"}     # the classical baseline of a render, by dimension
+
+
+def upsample(images, size):
+    """The classical baseline of a render at ``size``: bicubic (images (B, C, H, W)) or trilinear
+    (volumes (B, C, D, H, W)) interpolation, pixel-centre convention, clamped to [0, 1]."""
+    if images.dim() == 5:
+        return F.interpolate(images, size=tuple(size), mode="trilinear", align_corners=False).clamp(0, 1)
+    return bicubic(images, tuple(size))
+
+
 def sample_bicubic(images, coords):
     """Bicubic interpolation of images (B, C, H, W) at pixel-centre coordinates (B, Q, 2) in axis
     order (y, x) -> (B, Q, C); the same kernel and convention as ``bicubic``."""
@@ -24,6 +37,17 @@ def sample_bicubic(images, coords):
     grid = (coords.flip(-1) * 2 - 1)[:, :, None]          # grid_sample wants (x, y) in [-1, 1]
     out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return out[..., 0].transpose(1, 2)
+
+
+def sample_upsample(images, coords):
+    """The classical baseline (``upsample``) read at pixel-centre coordinates (B, Q, d) -> (B, Q, C):
+    bicubic for images (``sample_bicubic``), trilinear for volumes (B, C, D, H, W), border values
+    outside."""
+    if images.dim() == 5 and coords.dim() == 3 and coords.shape[-1] == 3:
+        grid = (coords.flip(-1) * 2 - 1)[:, :, None, None]     # (x, y, z) in [-1, 1]
+        out = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        return out[..., 0, 0].transpose(1, 2)
+    return sample_bicubic(images, coords)
 
 
 def interpolate_sparse(obs_coords, obs_values, query_coords, method="linear"):

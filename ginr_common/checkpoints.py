@@ -139,7 +139,7 @@ def load_checkpoint(path, map_location=None):
 
 # ---------------------------------------------------------------------- pretrained weights
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-PRETRAINED = ("standard_fourier", "gaussian_fourier", "scent", "flow_sparse")
+PRETRAINED = ("standard_fourier", "gaussian_fourier", "scent", "flow_sparse", "volume")
 WEIGHT_FILES = ("model.safetensors", "config.json")
 
 
@@ -205,8 +205,8 @@ def from_pretrained(folder, map_location=None):
 
 def load_pretrained(name, map_location=None):
     """One of the shipped models, ready for ``render`` / ``sample``: ``standard_fourier``,
-    ``gaussian_fourier``, ``scent`` or ``flow_sparse`` (``pretrained_manifest(name)`` says how it
-    was trained and what it scores)."""
+    ``gaussian_fourier``, ``scent``, ``flow_sparse`` or ``volume`` (``pretrained_manifest(name)``
+    says how it was trained and what it scores)."""
     if name not in PRETRAINED:
         raise ValueError(f"pretrained model must be one of {PRETRAINED}, got {name!r}")
     return from_pretrained(WEIGHTS / name, map_location)
@@ -224,5 +224,5 @@ def describe_pretrained(name):
     m, model = pretrained_manifest(name), load_pretrained(name)
     cfg = json.dumps(json.loads(m["train_config"])["model"], indent=1)
     return (f"shipped weights: `{m['training_command']}`, selected on validation at step {m['best_step']}, trained "
-            f"{m['train_seconds'] / 60:.0f} min on 2 CPU cores; photos sha256 {m['data']['sha256'][:12]}\n"
+            f"{m['train_seconds'] / 60:.0f} min on 2 CPU cores; {m['data']['name']} sha256 {m['data']['sha256'][:12]}\n"
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; configuration:\n{cfg}")

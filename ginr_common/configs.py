@@ -3,7 +3,7 @@
 state only what they change.
 
 Configs: ``standard_fourier`` (notebook 1), ``gaussian_fourier`` (notebook 2), ``scent``
-(notebook 3), ``flow_sparse`` (notebook 4). Profiles: ``smoke`` (seconds: CI and the notebooks
+(notebook 3), ``flow_sparse`` (notebook 4), ``volume`` (notebook 5, 3-D). Profiles: ``smoke`` (seconds: CI and the notebooks
 under nbval), ``cpu`` (about ten minutes on two CPU cores; the shipped weights), ``full`` (the
 reference configuration's hyperparameters for a GPU: patch 2, width 256, depth 6, 40 epochs of
 45k CIFAR-10 images at batch 64 with 5 warm-up epochs; flow: lr 1e-4, 100 epochs).
@@ -89,6 +89,13 @@ CONFIGS = {
     # grid refiner's estimate alone, take about 14 minutes
     "flow_sparse": {"task": "sparse_flow", "steps": 1000, "lr": 1e-3, "warmup_steps": 50, "val_every": 150,
                     "ckpt_every": 50, "sr_scales": [1.0, 4.0]},
+    # notebook 5: 3-D volumes (the MNI152 MRI templates): 4x4x4 patches of a 32^3 volume (512 tokens + 64 LPs on
+    # a 4x4x4 lattice), the 2^3-corner local decoder as a residual over trilinear interpolation with a 4^3 filter
+    # over the input voxels, trained to reconstruct and to render at x1-x2, selected on x2 renders of the validation slab
+    "volume": {"task": "sr", "model.name": "volume", "model.input_size": [32, 32, 32], "model.in_channels": 1, "model.pixel_filter": 4,
+               "model.input_skip": True,
+               "model.decoder.hidden": 64, "batch_size": 8, "lr": 1e-3, "steps": 1500, "sr_scales": [1, 2],
+               "options.lr_queries": 512, "options.sr_queries": 1024},
 }
 
 # what the other profiles change from a config's cpu profile: for every config, then for each
@@ -104,14 +111,17 @@ PROFILES = {
               "gaussian_fourier": {**_SMALL, **_DECODER["smoke"], "ema": 0.9},
               "scent": {**_SMALL, **_DECODER["smoke"]},
               "flow_sparse": {**_SMALL, "model.hidden": 32, "model.mixer_depth": 1, "model.noise_features": 64,
-                              "model.grid_blocks": 2, "model.grid_width": 16, "options.estimate_steps": 5}},
+                              "model.grid_blocks": 2, "model.grid_width": 16, "options.estimate_steps": 5},
+              "volume": {**_SMALL, **_DECODER["smoke"], "model.input_size": [16, 16, 16], "batch_size": 4,
+                         "options.lr_queries": 256}},
     "cpu": {name: {} for name in CONFIGS},
     "full": {"standard_fourier": {**_LARGE, **_DECODER["full"]},
              "gaussian_fourier": {**_LARGE, **_DECODER["full"], "ema": 0.999},
              "scent": {**_LARGE, **_DECODER["full"]},
              "flow_sparse": {**_LARGE, "model.num_lp": 128, "model.hidden": 256, "model.mixer_depth": 4,
                              "model.grid_blocks": 12, "model.grid_width": 128, "steps": 70_300, "lr": 1e-4,
-                             "options.estimate_steps": 7_030}},
+                             "options.estimate_steps": 7_030},
+             "volume": {**_LARGE, **_DECODER["full"], "model.num_lp": 512, "model.patch_size": 4}},
 }
 
 
@@ -125,6 +135,12 @@ def get_config(name, profile):
     base = CONFIGS[name]
     cfg = with_settings(TrainConfig(task=base.get("task", "recon")), base)
     return with_settings(cfg, PROFILES[profile][name])
+
+
+def default_data(cfg):
+    """The data a TrainConfig trains on when none is named: the MNI152 volumes for a 3-D model, else
+    the embedded photographs."""
+    return "mni152" if len(cfg.model.input_size) == 3 else "photos"
 
 
 def default_profile():

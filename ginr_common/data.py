@@ -53,14 +53,25 @@ def _photographs(name):
 
 
 def resize(x, size):
-    """Antialiased bicubic resize of (B, C, H, W), clamped to [0, 1]."""
+    """Resize images (B, C, H, W) or volumes (B, C, D, H, W) to ``size``, clamped to [0, 1]: images
+    by antialiased bicubic interpolation; volumes by averaging (area) where every axis shrinks,
+    else trilinear interpolation."""
+    size = tuple(size)
+    if x.dim() == 5:
+        down = all(a <= b for a, b in zip(size, x.shape[2:]))
+        mode = dict(mode="area") if down else dict(mode="trilinear", align_corners=False)
+        return F.interpolate(x, size=size, **mode).clamp(0, 1)
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def _tiles(img, size, stride):
-    """All size x size tiles of (C, H, W) at the given stride, (n, C, size, size)."""
-    t = img.unfold(1, size, stride).unfold(2, size, stride)  # C, nh, nw, size, size
-    return t.permute(1, 2, 0, 3, 4).reshape(-1, img.shape[0], size, size)
+    """All tiles of ``size`` pixels along every axis of an image (C, H, W) or volume (C, D, H, W) at
+    the given stride, (n, C, size, ...)."""
+    d = img.dim() - 1
+    t = img
+    for a in range(d):
+        t = t.unfold(1 + a, size, stride)          # C, n_1, ..., n_d, size, ..., size
+    return t.permute(*range(1, d + 1), 0, *range(d + 1, 2 * d + 1)).reshape(-1, img.shape[0], *(size,) * d)
 
 
 def build_photo_set(names, train=False):
@@ -70,28 +81,34 @@ def build_photo_set(names, train=False):
     return build_image_set([img for name in names for img in _photographs(name)], train)
 
 
-def build_image_set(images, train=False, tile=TILE, scales=TILE_SCALES, stride=TILE_STRIDE):
-    """Tiles of ``tile`` pixels of each image (C, H, W) downsampled by each of ``scales`` (where it
-    is still at least a tile: every 2 x tile / 32 ... ), overlapping by tile - stride, and (HR, LR)
-    pairs: HR crops of ``HR_SCALE`` x tile pixels and their antialiased downsamples to the tile size
-    (evaluation splits: non-overlapping crops of the image; ``train``: overlapping ones of the image
-    at full and half resolution). uint8 tensors {"tiles", "hr", "lr"}, the HR ones possibly empty."""
-    tiles, hr, big = [], [], tile * HR_SCALE
+def build_image_set(images, train=False, tile=TILE, scales=TILE_SCALES, stride=TILE_STRIDE, hr_scale=HR_SCALE,
+                    keep=None, hr_stride=None):
+    """Tiles of ``tile`` pixels along every axis of each image (C, H, W) or volume (C, D, H, W),
+    downsampled by each of ``scales`` (where it is still at least a tile: every 2 x tile / 32 ... ),
+    overlapping by tile - stride, and (HR, LR) pairs: HR crops of ``hr_scale`` x tile pixels and
+    their downsamples to the tile size (``resize``; evaluation splits: non-overlapping crops of the
+    image; ``train``: overlapping ones of the image at full and half resolution; ``hr_stride``: the
+    HR crops' stride instead). ``keep``: a test a tile or crop (float, [0, 1]) must pass (default:
+    all). uint8 tensors {"tiles", "hr", "lr"}, the HR ones possibly empty."""
+    tiles, hr, big = [], [], tile * hr_scale
+    d = images[0].dim() - 1
+    kept = (lambda t: t) if keep is None else (lambda t: t[[bool(keep(x)) for x in t]] if len(t) else t)
     for img in images:
-        H, W = img.shape[1:]
+        S = img.shape[1:]
         for s in scales:
-            if min(H // s, W // s) >= tile:
-                small = img if s == 1 else resize(img[None], (H // s, W // s))[0]
-                tiles.append(_tiles(small, tile, stride * tile // TILE))
+            if min(S) // s >= tile:
+                small = img if s == 1 else resize(img[None], [n // s for n in S])[0]
+                tiles.append(kept(_tiles(small, tile, stride * tile // TILE)))
         for s in HR_TRAIN_SCALES if train else (1,):
-            if min(H // s, W // s) >= big:
-                src = img if s == 1 else resize(img[None], (H // s, W // s))[0]
-                hr.append(_tiles(src, big, HR_TRAIN_STRIDE * tile // TILE if train else big))
+            if min(S) // s >= big:
+                src = img if s == 1 else resize(img[None], [n // s for n in S])[0]
+                step = hr_stride or (HR_TRAIN_STRIDE * tile // TILE if train else big)
+                hr.append(kept(_tiles(src, big, step)))
     C = images[0].shape[0]
-    hr = torch.cat(hr) if hr else torch.zeros(0, C, big, big)
-    lr = resize(hr, (tile,) * 2) if len(hr) else torch.zeros(0, C, tile, tile)
+    hr = torch.cat(hr) if hr else torch.zeros(0, C, *(big,) * d)
+    lr = resize(hr, (tile,) * d) if len(hr) else torch.zeros(0, C, *(tile,) * d)
     q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731  stored as 8-bit images
-    return dict(tiles=q(torch.cat(tiles)) if tiles else torch.zeros(0, C, tile, tile, dtype=torch.uint8),
+    return dict(tiles=q(torch.cat(tiles)) if tiles else torch.zeros(0, C, *(tile,) * d, dtype=torch.uint8),
                 hr=q(hr), lr=q(lr))
 
 
@@ -184,18 +201,20 @@ def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
 
 
 def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3):
-    """{"train", "val", "test"} image datasets for ``photos``, ``cifar10`` or a folder of images
-    (``load_folder``: tiles of ``size`` with ``channels`` channels); photos and folders also give
-    "train_hr" (HR training crops, 4x the tile) and "val_sr" / "test_sr" ((lr, hr) pairs) for
-    super-resolution."""
+    """{"train", "val", "test"} datasets for ``photos``, ``cifar10``, ``mni152`` (volumes, see
+    ``load_mni152``) or a folder of images or volumes (``load_folder``: tiles of ``size`` with
+    ``channels`` channels); all but CIFAR-10 also give "train_hr" (HR training crops, 4x the tile;
+    2x for volumes) and "val_sr" / "test_sr" ((lr, hr) pairs) for super-resolution."""
     if name == "cifar10":
         return load_cifar10(root)
     if name == "photos":
         sets = load_photos(root)
+    elif name == "mni152":
+        sets = load_mni152(root, size)
     elif Path(name).is_dir():
         sets = load_folder(name, size, channels)
     else:
-        raise ValueError(f"data must be 'photos', 'cifar10' or a folder of images, got {name!r}")
+        raise ValueError(f"data must be 'photos', 'cifar10', 'mni152' or a folder of images or volumes, got {name!r}")
     out = {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
     out["train_hr"] = ImageTensorDataset(sets["train"]["hr"])
     out["val_sr"], out["test_sr"] = ((sets[s]["lr"].float() / 255, sets[s]["hr"].float() / 255) for s in ("val", "test"))
@@ -203,6 +222,102 @@ def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3):
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy", ".npz")
+VOLUME_SUFFIXES = (".npy", ".npz", ".nii", ".nii.gz")
+VOLUME_HR_SCALE = 2                  # volumes: HR crops of 2x the tile (64^3 for 32^3 inputs)
+
+
+def _suffix(path):
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_volume(path, channels=1):
+    """One volume file as a float tensor (channels, D, H, W) in [0, 1]: a NumPy array (.npy, or the
+    first array of an .npz) shaped (D, H, W) or (C, D, H, W), uint8 or floats in [0, 1]; or a NIfTI
+    image (.nii, .nii.gz; needs nibabel: pip install nibabel), scaled by its 99.9th percentile and
+    clipped to [0, 1] (MRI intensities have no fixed range). A single channel is repeated to
+    ``channels``. ValueError naming the file otherwise."""
+    path = Path(path)
+    nifti = _suffix(path) in (".nii", ".nii.gz")
+    if nifti:
+        try:
+            import nibabel   # optional: only NIfTI files need it
+        except ImportError:
+            raise ValueError(f"{path}: reading NIfTI files needs nibabel: pip install nibabel") from None
+    try:
+        if nifti:
+            arr = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float32))
+            arr = np.clip(arr / max(float(np.percentile(arr, 99.9)), 1e-8), 0, 1)
+        else:
+            arr = np.load(path)
+            arr = arr[arr.files[0]] if isinstance(arr, np.lib.npyio.NpzFile) else arr
+    except Exception as e:     # numpy's and nibabel's errors for a file that is not what its name says
+        raise ValueError(f"{path}: not a readable volume ({type(e).__name__}: {e})") from e
+    x = torch.from_numpy(np.array(arr))
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or min(x.shape[1:]) < 1:
+        raise ValueError(f"{path}: a volume must be (D, H, W) or (C, D, H, W), got an array of shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    if x.shape[0] == 1 and channels > 1:
+        x = x.expand(channels, -1, -1, -1)
+    if x.shape[0] != channels:
+        raise ValueError(f"{path}: {x.shape[0]} channels, the model reads {channels}; set model.in_channels="
+                         f"{x.shape[0]}")
+    return as_unit_range(x.contiguous(), str(path), torch.float32)
+
+
+def _has_content(x, level=0.05, share=0.25):
+    """Whether at least ``share`` of a volume's voxels are above ``level`` (not mostly background)."""
+    return float((x > level).float().mean()) >= share
+
+
+MNI_FILES = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+             "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+             "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
+# split along the anterior-posterior axis (the array's second axis, 233 voxels at 1 mm): disjoint slabs
+MNI_SLABS = {"test": (16, 80), "val": (80, 144), "train": (144, None)}
+MNI_VERSION = 1
+
+
+def mni152_files():
+    """The MNI152 template volumes (T1, grey- and white-matter maps) that nilearn's wheel carries
+    (no download): {name: path}. ValueError saying how to install nilearn when it is missing."""
+    import importlib.util
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None:
+        raise ValueError("the mni152 volumes come with nilearn's wheel: pip install nilearn nibabel")
+    data = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+    return {k: data / f for k, f in MNI_FILES.items()}
+
+
+def load_mni152(root=DATA_DIR, size=(TILE,) * 3, progress=True):
+    """Real MRI volumes without a download: the MNI152 T1 template and its grey- and white-matter
+    maps (1 mm, 197 x 233 x 189), split into disjoint slabs along the second axis (``MNI_SLABS``:
+    test 16 <= y < 80, validation 80 <= y < 144, training y >= 144). Training takes tiles and HR
+    crops (2x the tile) of all three volumes at a stride of 16 voxels, validation and test of the
+    T1 only at a stride of 32; tiles and crops that are mostly background (fewer than 25% of voxels above 0.05) are
+    left out. Cached under ``root``. {split: {"tiles", "hr", "lr"}} as ``build_image_set``."""
+    size = tuple(size)
+    if len(size) != 3 or len(set(size)) != 1:
+        raise ValueError(f"the mni152 data gives cubic 3-D tiles: model.input_size must be [S, S, S], got {list(size)}")
+    path = Path(root) / f"mni152_v{MNI_VERSION}_{size[0]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    if progress:
+        print(f"building the MNI152 volume set from nilearn's templates -> {path}")
+    volumes = {k: read_volume(f) for k, f in mni152_files().items()}
+    sets = {}
+    for split, (lo, hi) in MNI_SLABS.items():
+        names = ("t1", "gm", "wm") if split == "train" else ("t1",)
+        slabs = [volumes[n][:, :, lo:hi] for n in names]
+        step = 16 if split == "train" else 32        # voxels between tiles (and between HR crops)
+        sets[split] = build_image_set(slabs, train=split == "train", tile=size[0], scales=(1, 2), stride=step * TILE // size[0],
+                                      hr_scale=VOLUME_HR_SCALE, keep=_has_content, hr_stride=step)
+    atomic_write(path, lambda f: torch.save(sets, f))
+    return sets
+
+
 
 
 def read_image(path, channels=3):
@@ -230,12 +345,13 @@ def read_image(path, channels=3):
     return as_unit_range(as_image(x, channels, name=str(path)), str(path), torch.float32)
 
 
-def folder_splits(folder):
-    """{split: [files]} of an image folder: its train/, val/ and test/ subfolders when it has them,
-    else every image file in it, split by file name (a hash of the name: about 80/10/10, each split
-    given at least one file when there are three or more)."""
+def folder_splits(folder, suffixes=IMAGE_SUFFIXES):
+    """{split: [files]} of a folder of images (or of volumes: ``suffixes=VOLUME_SUFFIXES``): its
+    train/, val/ and test/ subfolders when it has them, else every such file in it, split by file
+    name (a hash of the name: about 80/10/10, each split given at least one file when there are
+    three or more)."""
     folder = Path(folder)
-    files = lambda d: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())  # noqa: E731
+    files = lambda d: sorted(p for p in d.iterdir() if _suffix(p) in suffixes and p.is_file())  # noqa: E731
     if (folder / "train").is_dir():
         splits = {s: files(folder / s) if (folder / s).is_dir() else [] for s in ("train", "val", "test")}
     else:
@@ -248,7 +364,7 @@ def folder_splits(folder):
                 splits[s].append(splits["train"].pop())
     for s, fs in splits.items():
         if not fs:
-            raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) for the {s} split; give it at "
+            raise ValueError(f"{folder}: no image or volume files ({', '.join(suffixes)}) for the {s} split; give it at "
                              "least three images, or train/, val/ and test/ subfolders with images in each")
     return splits
 
@@ -257,10 +373,10 @@ def folder_identity(name):
     """For a folder of images (``name`` not photos or cifar10): {"files": how many, "files_sha256": a hash
     of every file's split, name and bytes}, which a resume compares, so a changed folder is never
     silently continued. {} for the other data."""
-    if name in ("photos", "cifar10") or not Path(name).is_dir():
+    if name in ("photos", "cifar10", "mni152") or not Path(name).is_dir():
         return {}
     h, n = hashlib.sha256(), 0
-    for split, files in folder_splits(name).items():
+    for split, files in folder_splits(name, tuple(dict.fromkeys(IMAGE_SUFFIXES + VOLUME_SUFFIXES))).items():
         for p in files:
             h.update(f"{split}/{p.name}".encode())
             h.update(hashlib.sha256(p.read_bytes()).digest())
@@ -275,21 +391,29 @@ def load_folder(folder, size=(TILE, TILE), channels=3, progress=True):
     smaller than a tile are skipped (their count and names printed); a split left without any is an
     error naming them."""
     size = tuple(size)
-    if len(size) != 2 or size[0] != size[1]:
-        raise ValueError(f"image folders give square 2-D tiles: model.input_size must be [S, S], got {list(size)}")
-    splits = folder_splits(folder)
+    if len(size) not in (2, 3) or len(set(size)) != 1:
+        raise ValueError(f"folders give square images or cubic volumes: model.input_size must be [S, S] or [S, S, S], "
+                         f"got {list(size)}")
+    volumes = len(size) == 3
+    splits = folder_splits(folder, VOLUME_SUFFIXES if volumes else IMAGE_SUFFIXES)
     out = {}
     for split, files in splits.items():
-        images = [read_image(p, channels) for p in files]
+        images = [read_volume(p, channels) if volumes else read_image(p, channels) for p in files]
+        shapes = {tuple(x.shape[1:]) for x in images}
+        if volumes and len(shapes) > 1:
+            raise ValueError(f"{folder}: the {split} volumes have mixed shapes {sorted(shapes)[:4]}; give volumes of "
+                             "one shape")
         small = [p.name for p, x in zip(files, images) if min(x.shape[1:]) < size[0]]
         if len(small) == len(files):
             raise ValueError(f"{folder}: every {split} image is smaller than the model's input size "
                              f"{size[0]}x{size[0]}: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
         kept = [x for x in images if min(x.shape[1:]) >= size[0]]
-        out[split] = build_image_set(kept, train=split == "train", tile=size[0], scales=(1, 2, 4, 8), stride=TILE_STRIDE)
+        out[split] = build_image_set(kept, train=split == "train", tile=size[0], scales=(1, 2, 4, 8), stride=TILE_STRIDE,
+                                     hr_scale=VOLUME_HR_SCALE if volumes else HR_SCALE)
         out[split]["files"] = [p.name for p, x in zip(files, images) if min(x.shape[1:]) >= size[0]]
         if progress:
-            print(f"{folder}: {split} {len(files)} file(s) -> {len(out[split]['tiles'])} tiles of {size[0]}x{size[0]}, "
+            print(f"{folder}: {split} {len(files)} file(s) -> {len(out[split]['tiles'])} tiles of "
+                  f"{'x'.join(map(str, size))}, "
                   f"{len(out[split]['hr'])} HR crops" + (f"; {len(small)} smaller than a tile skipped ("
                                                           f"{', '.join(small[:3])}{' ...' if len(small) > 3 else ''})"
                                                           if small else ""))
@@ -298,8 +422,13 @@ def load_folder(folder, size=(TILE, TILE), channels=3, progress=True):
 
 def augment(images, generator):
     """Random symmetries of a square batch (B, C, S, S): one of the 8 flips/rotations and one of
-    the C! channel orders per image, drawn from ``generator`` (so a step's batch is reproducible)."""
+    the C! channel orders per image, drawn from ``generator`` (so a step's batch is reproducible).
+    Volumes (B, C, D, H, W): a flip or not along each axis, and the channel order."""
     B, C = images.shape[:2]
+    if images.dim() == 5:
+        flips = torch.randint(0, 2, (B, 3), generator=generator).tolist()
+        perms = [torch.randperm(C, generator=generator) for _ in range(B)]
+        return torch.stack([x.flip([1 + a for a in range(3) if f[a]])[p] for x, f, p in zip(images, flips, perms)])
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"augment expects square images (B, C, S, S), got {tuple(images.shape)}")
     k = torch.randint(0, 4, (B,), generator=generator).tolist()

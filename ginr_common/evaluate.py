@@ -20,12 +20,12 @@ import torch
 
 from ginr_common._io import write_json
 from ginr_common.checkpoints import load_checkpoint
-from ginr_common.configs import get_config, train_config_from_checkpoint
+from ginr_common.configs import default_data, get_config, train_config_from_checkpoint
 from ginr_common.data import load_dataset, load_sr_pairs
 from ginr_common.tasks import make_task
 
 
-def evaluate_model(model, config, out=None, data="photos", progress=True, record=None, **options):
+def evaluate_model(model, config, out=None, data=None, progress=True, record=None, **options):
     """Run the evaluation of the task of ``config`` (a config name, trained with its cpu profile,
     or a TrainConfig) on ``model`` (options: see the task's ``evaluate``). Returns (results,
     predictions). With ``out``, writes there eval.json (the results after the entries of
@@ -33,11 +33,12 @@ def evaluate_model(model, config, out=None, data="photos", progress=True, record
     torch.manual_seed(0)
     np.random.seed(0)
     cfg = get_config(config, "cpu") if isinstance(config, str) else config
+    data = data or default_data(cfg)
     task = make_task(cfg)
     m = cfg.model
     datasets = data if isinstance(data, dict) else load_dataset(data, size=m.input_size, channels=m.in_channels)
     # the test split's HR crops (a folder without large images has none); CIFAR-10: the held-out photographs'
-    sr_pairs = datasets.get("test_sr", load_sr_pairs("test"))
+    sr_pairs = datasets["test_sr"] if "test_sr" in datasets else load_sr_pairs("test")
     sr_pairs = sr_pairs if len(sr_pairs[0]) else None
     results, predictions = task.evaluate(model.eval(), datasets, progress=progress, sr_pairs=sr_pairs, **options)
     results = {**(record or {}), **results}
@@ -51,19 +52,22 @@ def evaluate_model(model, config, out=None, data="photos", progress=True, record
     return results, predictions
 
 
-def evaluate_checkpoint(checkpoint, data="photos", out=None, progress=True, **options):
+def evaluate_checkpoint(checkpoint, data=None, out=None, progress=True, **options):
     """Load ``checkpoint``, run its task's evaluation (options: see the task's ``evaluate``) and
     write the results and figures beside it (or in ``out``). Returns (results, predictions)."""
     model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
     out = Path(out or Path(checkpoint).parent)
+    cfg = train_config_from_checkpoint(ckpt)
+    data = data or default_data(cfg)
     record = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data}
-    return evaluate_model(model, train_config_from_checkpoint(ckpt), out, data, progress, record, **options)
+    return evaluate_model(model, cfg, out, data, progress, record, **options)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="photos", help="photos, cifar10 or a folder of images (as for training)")
+    p.add_argument("--data", default=None, help="photos, cifar10, mni152 or a folder of images or volumes (as for "
+                                                "training; default: mni152 for a 3-D model, else photos)")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="render sizes (default 2x and 4x the input; flow models: 64 96 128)")
     p.add_argument("--out", default=None, help="folder for eval.json and the figure (default: the checkpoint's)")

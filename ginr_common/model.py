@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ginr_common.baselines import sample_bicubic
+from ginr_common.baselines import sample_upsample
 from ginr_common.decoders import (LAINRConfig, LocalConfig, NeighbourConfig, PixelFilter, SCENTConfig, build_decoder,
                                   decoder_config, returns_features)
 from ginr_common.encoder import MambaEncoder
@@ -34,7 +34,7 @@ class GINRConfig:
     token_freqs: int = 8
     mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
     decoder: LocalConfig | SCENTConfig | LAINRConfig | NeighbourConfig = field(default_factory=LocalConfig)
-    input_skip: bool = False    # decode a residual over bicubic interpolation of the input (needs images)
+    input_skip: bool = False    # decode a residual over bicubic (volumes: trilinear) interpolation of the input
     pixel_tokens: bool = False  # with a decoder that reads patch tokens: add a projection of each patch's own
                                 # pixels to its encoded token (pixel-aligned features keep the exact input)
     pixel_filter: int = 8       # k > 0: add a k^d filter over the input pixels around each query, its weights
@@ -122,7 +122,7 @@ class MambaGINR(nn.Module):
         w = torch.cat([p[1] for p in parts], 2) if kw.get("return_attention") else None
         out = torch.cat([p[0] for p in parts], 1) if w is not None else torch.cat(parts, 1)
         if self.config.input_skip:
-            out = out + sample_bicubic(images, coords)
+            out = out + sample_upsample(images, coords)
         return (out, w) if w is not None else out
 
     def _decode_chunk(self, lps, coords, tokens, cell, images, taps, kw):

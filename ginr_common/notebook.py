@@ -7,7 +7,7 @@ import torch
 
 from ginr_common.baselines import bicubic
 from ginr_common.checkpoints import PRETRAINED, describe_pretrained, load_checkpoint, pretrained_manifest
-from ginr_common.configs import config_json, default_profile, run_name
+from ginr_common.configs import config_json, default_data, default_profile, run_name
 from ginr_common.data import resize
 from ginr_common.evaluate import evaluate_model
 from ginr_common.metrics import psnr
@@ -35,7 +35,7 @@ def shipped(name):
     return f"{describe_pretrained(name)}\n{table}"
 
 
-def train_from_scratch(cfg, train=True, data="photos", **evaluation):
+def train_from_scratch(cfg, train=True, data=None, **evaluation):
     """Train the TrainConfig ``cfg`` in checkpoints/<name>-<hash of the settings>/ (a finished run
     is reused, a partial one resumed), with live curves, then evaluate its best checkpoint there
     (``evaluation``: options of the task's evaluation) and print the table. Returns (metrics,
@@ -48,6 +48,7 @@ def train_from_scratch(cfg, train=True, data="photos", **evaluation):
               "the full profile is for a GPU.")
         return None
     print(config_json(cfg))
+    data = data or default_data(cfg)
     run = CHECKPOINTS / run_name(cfg, data)
     metrics = fit(cfg, data, out=run, resume=True, on_step=LiveCurves(every=max(cfg.steps // 8, 1), title=name))
     training_curves(metrics["history"], f"{name}: best validation {metrics['best_val_psnr']:.2f} dB")

@@ -29,7 +29,7 @@ from ginr_common._io import write_text
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, flat, load_checkpoint, load_pretrained, pretrained_manifest,
                                      save_pretrained)
-from ginr_common.configs import config_json, get_config, run_name
+from ginr_common.configs import config_json, default_data, get_config, run_name
 from ginr_common.data import load_dataset, load_sr_pairs
 from ginr_common.evaluate import evaluate_checkpoint, evaluate_model
 from ginr_common.metrics import psnr
@@ -98,15 +98,16 @@ def commit():
 def release(name, seed=0, profile="cpu"):
     cfg = get_config(name, profile)
     cfg.seed = seed
-    ck = CHECKPOINTS / run_name(cfg, "photos")
+    data = default_data(cfg)
+    ck = CHECKPOINTS / run_name(cfg, data)
     t0 = time.time()
-    metrics = fit(cfg, "photos", out=ck, resume=True)
+    metrics = fit(cfg, data, out=ck, resume=True)
     model, ckpt = load_checkpoint(ck / "best.pt")
     done = ck / "eval.json"      # the default evaluation of this best.pt, when already run
     results = json.loads(done.read_text()) if done.exists() and done.stat().st_mtime > (ck / "best.pt").stat().st_mtime \
         else None
     if results is None or results.get("step") != ckpt["train_state"].get("step"):
-        results, _ = evaluate_checkpoint(ck / "best.pt", "photos", progress=False)
+        results, _ = evaluate_checkpoint(ck / "best.pt", data, progress=False)
     model.eval()
     manifest = {
         "name": name,
@@ -123,7 +124,8 @@ def release(name, seed=0, profile="cpu"):
 NOTEBOOKS = {"standard_fourier": ("01", "01_standard_fourier.ipynb", "standard Fourier features + ResidualBlocks"),
              "gaussian_fourier": ("02", "02_gaussian_fourier.ipynb", "Gaussian Fourier features, super-resolution"),
              "scent": ("03", "03_scent_decoder.ipynb", "SCENT-style decoder"),
-             "flow_sparse": ("04", "04_flow_matching_sparse.ipynb", "flow matching from 20% of the pixels")}
+             "flow_sparse": ("04", "04_flow_matching_sparse.ipynb", "flow matching from 20% of the pixels"),
+             "volume": ("05", "05_volumes.ipynb", "3-D volumes: MRI at any resolution")}
 BLOCK = re.compile(r"(<!-- results: generated .*? -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
@@ -140,7 +142,12 @@ def readme_block(manifests=None):
         r = m["results"]
         link = f"[{num}](notebooks/{nb}) {what}"
         trained = f"{m['train_seconds'] / 60:.0f} min (kept: step {m['best_step']})"
-        if "super_resolution" in r:
+        if "super_resolution" in r and "trilinear" in r["super_resolution"]["64"]:
+            sr = r["super_resolution"]["64"]
+            vol = (sr["model"]["psnr"], sr["trilinear"]["psnr"])
+            rows.append(f"| {link} | `{name}` | reconstruction of unseen 32^3 MRI tiles: {r['test']['psnr']:.2f} dB; "
+                        f"render x2 (64^3): {vol[0]:.2f} dB | trilinear x2: {vol[1]:.2f} dB | {trained} |")
+        elif "super_resolution" in r:
             sr = r["super_resolution"]
             mod, bic = ([sr[s][k]["psnr"] for s in ("64", "128")] for k in ("model", "bicubic"))
             gains.append((num, mod[0] - bic[0], mod[1] - bic[1]))
@@ -161,11 +168,13 @@ def readme_block(manifests=None):
                     f["sample"]["psnr_unobserved"] - f["linear"]["psnr_unobserved"], f["sample"]["tv_ratio"], k)
     text = ["With the shipped weights, on the held-out test photographs: "
             + "; ".join(f"notebook {int(n)} renders {_gain(a)} bicubic at x2 and {_gain(b)} it at x4" for n, a, b in gains)]
+    if "volume" in man:
+        text.append(f"notebook 5 renders held-out MRI slabs at x2 {_gain(vol[0] - vol[1])} trilinear interpolation")
     if "flow_sparse" in man:
         text.append(f"notebook 4's mean of {flow[3]} samples is {_gain(flow[0])} linear interpolation on the "
                     f"unobserved pixels, one sample {_gain(flow[1])} it with a total variation {flow[2]:.2f}x the "
                     "truth's (a sample keeps texture that the mean averages away).")
-    table = ["| notebook | model | headline (held-out photographs) | baseline | training (cpu profile, 2 cores) |",
+    table = ["| notebook | model | headline (held-out photographs and MRI) | baseline | training (cpu profile, 2 cores) |",
              "|---|---|---|---|---|", *rows]
     return "; ".join(text) + "\n\n" + "\n".join(table) + "\n"
 

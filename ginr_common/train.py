@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ginr_common.checkpoints import flat, load_checkpoint, model_for, plain, save_checkpoint
-from ginr_common.configs import config_json, default_profile, get_config, load_config_file, run_name, with_settings
+from ginr_common.configs import config_json, default_data, default_profile, get_config, load_config_file, run_name, with_settings
 from ginr_common.data import dataset_identity, folder_identity, load_dataset
 from ginr_common.tasks import make_task, shard
 from ginr_common._io import write_json
@@ -74,12 +74,13 @@ def run_differences(ckpt, cfg, identity):
             for k in sorted(set(stored) | set(asked)) if stored.get(k) != asked.get(k)]
 
 
-def fit(cfg, data="photos", out=None, resume=False, fresh=False, datasets=None, progress=True, on_step=None):
+def fit(cfg, data=None, out=None, resume=False, fresh=False, datasets=None, progress=True, on_step=None):
     """Train ``cfg.model`` on ``data`` for ``cfg.task``; returns the metrics (also metrics.json).
     ``resume``: continue the run in ``out`` (refused if its config or data differ); ``fresh``:
     overwrite a run already in ``out``; ``on_step(step, record)`` after every step (e.g.
     ``viz.LiveCurves``)."""
     cfg = dataclasses.replace(cfg)     # a copy, validated again: settings may have been edited since
+    data = data or default_data(cfg)
     rank, world, device = setup_distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes {world}")
@@ -231,7 +232,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="standard_fourier")
     p.add_argument("--profile", default=None, help="smoke | cpu | full (default: $GINR_PROFILE, else full on CUDA, cpu otherwise)")
-    p.add_argument("--data", default="photos",
+    p.add_argument("--data", default=None,
                    help="photos (the embedded set), cifar10, or a folder of images (PNG, JPEG, TIFF, BMP, .npy, .npz; "
                         "train/ val/ test/ subfolders, or split by file name)")
     run = p.add_mutually_exclusive_group()

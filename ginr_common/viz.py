@@ -155,6 +155,36 @@ def attention_figure(model, image, query=(0.5, 0.5)):
     return fig
 
 
+def volume_figure(lr, renders, i=0, title=""):
+    """Rows: the axial, coronal and sagittal middle slices of volume ``i``; columns: the input, then
+    per size the baseline, the model and the truth (PSNR of the whole volume in the titles) and
+    the absolute errors of baseline and model (x4, clipped). ``renders``: {size: (baseline,
+    model, truth or None)} of volumes (B, C, D, H, W), as ``tasks.evaluate_sr`` returns them."""
+    cols = [("input", lr[i], None)]
+    for s, (b, m, gt) in renders.items():
+        for name, v in (("trilinear", b), ("model", m)):
+            db = f", {float(psnr(v[i:i + 1], gt[i:i + 1])):.1f} dB" if gt is not None else ""
+            cols.append((f"{name} {s}^3{db}", v[i], None))
+        if gt is not None:
+            cols += [(f"truth {s}^3", gt[i], None), (f"|trilinear - truth| x4", b[i], gt[i]),
+                     (f"|model - truth| x4", m[i], gt[i])]
+    fig, axes = plt.subplots(3, len(cols), figsize=(1.7 * len(cols), 5.4), squeeze=False)
+    for r, plane in enumerate(("axial", "coronal", "sagittal")):
+        for ax, (name, v, ref) in zip(axes[r], cols):
+            x = v if ref is None else ((v - ref).abs() * 4)
+            k = 2 - r                                     # axial: across the last axis, then the others
+            sl = x.select(1 + k, x.shape[1 + k] // 2)
+            ax.imshow(sl[0].detach().float().cpu().clamp(0, 1).numpy(), cmap="gray" if ref is None else "magma",
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(name if r == 0 else "", fontsize=7)
+            ax.set_ylabel(plane if ax is axes[r][0] else "", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 @torch.no_grad()
 def render_grid(model, image, scales=(1, 2, 4)):
     """The same latent of ``image`` (C, H, W) (encoded once) decoded at several multiples of its size."""
@@ -210,22 +240,27 @@ def zero_shot_figure(renders, n=2, title=""):
 
 def recon_summary(results):
     """A table of a reconstruction / super-resolution evaluation (``evaluate_model``'s results)
-    and sentences read from its numbers."""
+    and sentences read from its numbers (images against bicubic, volumes against trilinear)."""
     t, S = results["test"], results["input_size"]
-    lines = ["| what | model | bicubic | model - bicubic |", "|---|---|---|---|",
-             f"| reconstruction of {t['n']} held-out {S}x{S} tiles | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
+    sr = results.get("super_resolution", {})
+    base = next((k for r in sr.values() for k in r if k != "model"), "bicubic")
+    volume = base == "trilinear"
+    shape = (lambda n: f"{n}^3") if volume else (lambda n: f"{n}x{n}")
+    what = ("tiles", "volume") if volume else ("tiles", "photograph")
+    lines = [f"| what | model | {base} | model - {base} |", "|---|---|---|---|",
+             f"| reconstruction of {t['n']} held-out {shape(S)} {what[0]} | {t['psnr']:.2f} dB (SSIM {t.get('ssim', float('nan')):.3f}) | - | - |"]
     words = [f"Reconstruction of unseen tiles: {t['psnr']:.1f} dB."]
-    for s, r in results.get("super_resolution", {}).items():
-        m, b = r["model"], r["bicubic"]
+    for s, r in sr.items():
+        m, b = r["model"], r[base]
         d = m["psnr"] - b["psnr"]
         x = int(s) // S
-        lines.append(f"| render at {s}x{s} (x{x}) against the real photograph | {m['psnr']:.2f} dB "
+        lines.append(f"| render at {shape(s)} (x{x}) against the real {what[1]} | {m['psnr']:.2f} dB "
                      f"(SSIM {m['ssim']:.3f}) | {b['psnr']:.2f} dB (SSIM {b['ssim']:.3f}) | {d:+.2f} dB |")
         verdict = "above" if d > 0.05 else "below" if d < -0.05 else "level with"
         grid = (f" (error power at the patch period {m['grid']:.1f}x its surroundings, bicubic's {b['grid']:.1f}x: "
                 f"{'excess error at the patch period' if m['grid'] > 2 * b['grid'] else 'no grid pattern'})"
                 ) if "grid" in m else ""
-        words.append(f"At x{x} the model is {abs(d):.2f} dB {verdict} bicubic{grid}.")
+        words.append(f"At x{x} the model is {abs(d):.2f} dB {verdict} {base}{grid}.")
     return "\n".join(lines) + "\n\n" + " ".join(words)
 
 

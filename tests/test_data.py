@@ -139,7 +139,7 @@ def test_folder_reads_every_format_and_names_what_it_cannot(tmp_path):
     with pytest.raises(ValueError, match=r"every (train|val|test) image is smaller than the model's input size 48x48: "):
         load_folder(tmp_path, size=(48, 48), progress=False)
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(ValueError, match=r"no image files .* for the train split"):
+    with pytest.raises(ValueError, match=r"no image or volume files .* for the train split"):
         folder_splits(tmp_path / "nothing")
     for s in ("train", "val", "test"):                                          # subfolders are the splits
         (tmp_path / "split" / s).mkdir(parents=True)

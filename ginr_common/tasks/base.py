@@ -15,7 +15,7 @@ model on a few validation images (TensorBoard).
 """
 import torch
 
-from ginr_common.data import HR_SCALE, augment
+from ginr_common.data import HR_SCALE, VOLUME_HR_SCALE, augment
 from ginr_common.viz import image_grid
 
 
@@ -52,8 +52,10 @@ class Task:
         size = tuple(m.input_size)
         for split in (self.train_split, "val"):
             if len(datasets[split]) == 0:
-                hint = (f": it has no images of at least {HR_SCALE}x the input size for training at several scales; "
-                        "train at one scale (--set 'sr_scales=[]')" if split == "train_hr" else "")
+                scale = VOLUME_HR_SCALE if len(size) == 3 else HR_SCALE
+                hint = (f": it has no {'volumes' if len(size) == 3 else 'images'} of at least {scale}x the input size "
+                        "for training at several scales; train at one scale (--set 'sr_scales=[]')"
+                        if split == "train_hr" else "")
                 raise ValueError(f"the {data!r} data's {split!r} split is empty{hint}")
             shape = tuple(datasets[split][0][0].shape)
             if shape[0] != m.in_channels:
@@ -87,10 +89,11 @@ class Task:
     def preview(self, model, datasets, n=4):
         """A picture of the model at work on the first ``n`` validation images, (3, H, W) in [0, 1]
         (logged to TensorBoard at every validation): the images above, the model's renders of them
-        at their own size below."""
+        at their own size below (volumes: their middle axial slices)."""
         model.eval()
         x = torch.stack([datasets["val"][i][0] for i in range(min(n, len(datasets["val"])))])
-        return image_grid(torch.cat([x, model.render(x, x.shape[2:]).float().clamp(0, 1)]), len(x))
+        both = torch.cat([x, model.render(x, x.shape[2:]).float().clamp(0, 1)])
+        return image_grid(both.select(-1, both.shape[-1] // 2) if both.dim() == 5 else both, len(x))
 
     # ------------------------------------------------------------------ shared by the tasks
     def images(self, train_set, step):

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ginr_common.baselines import bicubic
+from ginr_common.baselines import BASELINE, upsample
 from ginr_common.data import resize
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import grid_artifact, psnr, ssim
 from ginr_common.model import GINRConfig
 from ginr_common.tasks.base import Task
-from ginr_common.viz import sr_figure
+from ginr_common.viz import sr_figure, volume_figure
 
 
 @dataclass
@@ -95,24 +95,31 @@ class ReconstructionTask(Task):
         return evaluate_reconstruction(model, datasets["val"], with_ssim=False)["psnr"]
 
     def evaluate(self, model, datasets, progress=True, sr_pairs=None, sizes=None):
-        """Test-split reconstruction + renders at ``sizes`` (default: 2x and 4x the input) of the HR
-        test crops ``sr_pairs`` (lr, hr) -> (results, predictions {"lr", "renders"})."""
+        """Test-split reconstruction + renders at ``sizes`` (default: 2x and 4x the input, up to the HR
+        crops' size) of the HR test crops ``sr_pairs`` (lr, hr) -> (results, predictions {"lr",
+        "renders"})."""
         results = {"input_size": int(model.config.input_size[-1]),
                    "test": evaluate_reconstruction(model, datasets["test"], progress=progress)}
         predictions = {}
         if sr_pairs is not None:
             lr, hr = sr_pairs
-            sizes = sizes or (2 * lr.shape[-1], 4 * lr.shape[-1])
+            sizes = sizes or tuple(f * lr.shape[-1] for f in (2, 4) if f * lr.shape[-1] <= hr.shape[-1])
             results["super_resolution"], renders = evaluate_sr(model, lr, hr, sizes)
-            results["super_resolution_note"] = (f"{len(lr)} HR test crops {hr.shape[-1]}x{hr.shape[-1]} from the "
-                                                f"test photographs, input = antialiased {lr.shape[-1]}x{lr.shape[-1]} "
-                                                "downsample; baseline: bicubic upsampling of the same input")
+            results["super_resolution_note"] = (
+                f"{len(lr)} HR test crops {hr.shape[-1]}x{hr.shape[-1]} from the test photographs, input = antialiased "
+                f"{lr.shape[-1]}x{lr.shape[-1]} downsample; baseline: bicubic upsampling of the same input"
+                if lr.dim() == 4 else
+                f"{len(lr)} HR test crops of {hr.shape[-1]}^3 voxels from the test volume, input = their "
+                f"{lr.shape[-1]}^3 average-pooled downsample; baseline: trilinear upsampling of the same input")
             predictions = {"lr": lr, "renders": renders}
         return results, predictions
 
     def figures(self, model, results, predictions):
         if "renders" not in predictions:
             return {}
+        if predictions["lr"].dim() == 5:
+            return {"sr.png": volume_figure(predictions["lr"], predictions["renders"],
+                                            title=f"{model.config.name}: renders of a held-out volume")}
         return {"sr.png": sr_figure(predictions["lr"], predictions["renders"],
                                     title=f"{model.config.name}: renders of held-out photographs")}
 
@@ -137,25 +144,30 @@ def evaluate_reconstruction(model, dataset, batch_size=64, with_ssim=True, progr
 
 @torch.no_grad()
 def evaluate_sr(model, lr, hr, sizes=(64, 128), batch_size=16, with_ssim=True):
-    """({size: {"model": {psnr, ssim, grid}, "bicubic": {...}}}, renders) against the real HR
-    image (downsampled with antialiasing for sizes below its native resolution); ``grid`` is
-    ``metrics.grid_artifact`` of the error at the patch grid's period (about 1 for bicubic; far
-    above bicubic's: a checkerboard). Sizes above the
-    HR resolution have no ground truth: they are rendered (renders[size] = (bicubic, model, None))
-    but get no numbers; ``hr=None`` (e.g. CIFAR-10) renders every size without numbers."""
+    """({size: {"model": {psnr, ssim, grid}, baseline: {...}}}, renders) of the inputs ``lr``
+    (B, C, *S) rendered at each size (an int: that many pixels along every axis) against the real
+    HR image or volume (resized for sizes below its resolution); the baseline is
+    ``baselines.upsample`` (bicubic for images, trilinear for volumes, named so). ``grid``
+    (images) is ``metrics.grid_artifact`` of the error at the patch grid's period (about 1 for
+    bicubic; far above bicubic's: a checkerboard). Sizes above the HR resolution have no ground
+    truth: they are rendered (renders[size] = (baseline, model, None)) but get no numbers;
+    ``hr=None`` (e.g. CIFAR-10) renders every size without numbers. Volumes are rendered in
+    chunks of queries (``config.query_chunk``), so memory stays bounded at any size."""
     model.eval()
     dev = next(model.parameters()).device
+    d = lr.dim() - 2
     res, renders = {}, {}
     for s in sizes:
-        gt = None if hr is None or s > hr.shape[-1] else hr if s == hr.shape[-1] else resize(hr, (s, s))
-        ys = [model.render(lr[i:i + batch_size].to(dev), (s, s)).float().cpu() for i in range(0, len(lr), batch_size)]
-        y, b = torch.cat(ys), bicubic(lr, (s, s))
+        size = (s,) * d
+        gt = None if hr is None or s > hr.shape[-1] else hr if s == hr.shape[-1] else resize(hr, size)
+        ys = [model.render(lr[i:i + batch_size].to(dev), size).float().cpu() for i in range(0, len(lr), batch_size)]
+        y, b = torch.cat(ys), upsample(lr, size)
         renders[s] = (b, y, gt)
         if gt is None:
             continue
         period = getattr(model.config, "patch_size", 1) * s / lr.shape[-1]
         res[str(s)] = {name: {"psnr": float(psnr(p, gt).mean()),
-                              **({"ssim": float(ssim(p, gt).mean()), "grid": grid_artifact(p, gt, period)}
-                                 if with_ssim else {})}
-                       for name, p in (("model", y), ("bicubic", b))}
+                              **({"ssim": float(ssim(p, gt).mean())} if with_ssim else {}),
+                              **({"grid": grid_artifact(p, gt, period)} if with_ssim and d == 2 else {})}
+                       for name, p in (("model", y), (BASELINE[d], b))}
     return res, renders
