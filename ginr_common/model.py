@@ -132,8 +132,10 @@ class MambaGINR(nn.Module):
                                   return_features=True, **kw)
         return out + self.pixel_filter(feats, images, coords, cell, taps=taps)
 
+    @torch.no_grad()
     def render(self, images, size):
-        """Decode every image on a pixel-centre grid of ``size`` -> (B, C, *size)."""
+        """Decode every image on a pixel-centre grid of ``size`` -> (B, C, *size), without gradients
+        (inference: memory stays bounded at any size; ``decode`` keeps gradients)."""
         size = (size,) * len(self.config.input_size) if isinstance(size, int) else tuple(size)
         out = self.decode(self.encode(images), make_grid(size, device=images.device), images=images,
                           cell=1 / torch.tensor(size, dtype=torch.float32))

@@ -52,7 +52,7 @@ viz.volume_figure(lr, renders, i=1, title=f"{CONFIG} (shipped): a held-out MRI c
 
 # %%
 size = tuple(3 * n for n in model.config.input_size)
-viz.volume_figure(lr[1:2], {size[0]: (upsample(lr[1:2], size), model.render(lr[1:2], size).detach(), None)},
+viz.volume_figure(lr[1:2], {size[0]: (upsample(lr[1:2], size), model.render(lr[1:2], size), None)},
                   title=f"{CONFIG}: one latent decoded at {size[0]}^3");
 
 # %% [markdown]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ginr_common.checkpoints import load_checkpoint, model_for
-from ginr_common.configs import (CONFIGS, PROFILES, config_json, get_config, load_config_file, run_name,
+from ginr_common.configs import (CONFIGS, PROFILES, config_json, default_data, get_config, load_config_file, run_name,
                                  train_config_from_checkpoint, with_settings)
 from ginr_common.data import ImageTensorDataset, load_dataset, resize
 from ginr_common.fourier import make_grid
@@ -99,7 +99,8 @@ def test_cli_trains_and_evaluates_every_config(name, tmp_path):
     cfg = train_config_from_checkpoint(ckpt)
     assert cfg == get_config(name, "smoke")
     # the checkpoint reproduces the validation number training recorded
-    assert make_task(cfg).validate(model, load_dataset("photos")) == pytest.approx(m["best_val_psnr"], abs=1e-4)
+    data = load_dataset(default_data(cfg), size=cfg.model.input_size, channels=cfg.model.in_channels)
+    assert make_task(cfg).validate(model, data) == pytest.approx(m["best_val_psnr"], abs=1e-4)
     extra = ["--n-images", "4", "--k", "2", "--steps", "2"] if name == "flow_sparse" else []
     run("--checkpoint", str(tmp_path / "best.pt"), *extra, module="ginr_common.evaluate")
     ev = json.loads((tmp_path / "eval.json").read_text())
@@ -107,7 +108,8 @@ def test_cli_trains_and_evaluates_every_config(name, tmp_path):
         assert {"free", "hold_known", "zero_shot"} <= set(ev) and {"64", "96", "128"} == set(ev["zero_shot"])
         assert (tmp_path / "sparse.png").stat().st_size > 10_000
     else:
-        assert set(ev["super_resolution"]) == {"64", "128"} and ev["test"]["n"] > 0
+        sizes = {"64", "128"} if name != "volume" else {str(2 * cfg.model.input_size[-1])}   # volumes: HR crops 2x
+        assert set(ev["super_resolution"]) == sizes and ev["test"]["n"] > 0
         assert (tmp_path / "sr.png").stat().st_size > 10_000
 
 
@@ -325,8 +327,9 @@ def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
     cfg = get_config(name, profile)
     cfg.batch_size = 2
     task = make_task(cfg)
-    size = 128 if cfg.sr_scales else cfg.model.input_size[0]
-    train = ImageTensorDataset((torch.rand(4, cfg.model.in_channels, size, size) * 255).to(torch.uint8))
+    d, S = len(cfg.model.input_size), cfg.model.input_size[0]
+    side = (4 if d == 2 else 2) * S if cfg.sr_scales else S      # HR crops: 4x for images, 2x for volumes
+    train = ImageTensorDataset((torch.rand(4, cfg.model.in_channels, *(side,) * d) * 255).to(torch.uint8))
     torch.manual_seed(cfg.seed)
     model = model_for(cfg.model)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
