@@ -43,15 +43,15 @@ print(notebook.shipped(CONFIG))
 # %%
 data = load_dataset("mni152", size=model.config.input_size, channels=model.config.in_channels)
 lr, hr = data["test_sr"]
-_, renders = evaluate_sr(model, lr[:2], hr[:2], sizes=(hr.shape[-1],))   # two of those crops, rendered here
-viz.volume_figure(lr, renders, i=1, title=f"{CONFIG} (shipped): a held-out MRI crop at x2");
+_, renders = evaluate_sr(model, lr[1:2], hr[1:2], sizes=(hr.shape[-1],))   # one of those crops, rendered here
+viz.volume_figure(lr[1:2], renders, title=f"{CONFIG} (shipped): a held-out MRI crop at x2");
 
 # %% [markdown]
 # ## One latent, any size
-# The volume is encoded once and decoded on a grid of any size, here 3x its own along every axis (96^3 voxels, queries decoded in chunks, so memory stays bounded), beside trilinear interpolation.
+# The volume is encoded once and decoded on a grid of any size, here 2.5x its own along every axis (80^3 voxels, queries decoded in chunks, so memory stays bounded), beside trilinear interpolation.
 
 # %%
-size = tuple(3 * n for n in model.config.input_size)
+size = tuple(5 * n // 2 for n in model.config.input_size)
 viz.volume_figure(lr[1:2], {size[0]: (upsample(lr[1:2], size), model.render(lr[1:2], size), None)},
                   title=f"{CONFIG}: one latent decoded at {size[0]}^3");
 

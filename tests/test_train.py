@@ -120,7 +120,8 @@ def test_print_config_shows_the_resolved_configuration():
     assert shown["task"] == "recon" and shown["model"]["decoder"]["locality"] is True
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+# every config but the volume one, which trains with the same task (sr) and loop as gaussian_fourier
+@pytest.mark.parametrize("name", sorted(set(CONFIGS) - {"volume"}))
 def test_resume_after_hard_kill_matches_uninterrupted_run(name, tmp_path):
     def go(folder, kill_at, log):
         return subprocess.run([sys.executable, "-c", KILLABLE, name, str(tmp_path / folder), str(kill_at),
