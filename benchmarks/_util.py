@@ -12,6 +12,20 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def run_with_live_memory(argv):
+    """Run this script again in a child process with ``argv``, under the allocator of
+    ``track_live_memory`` (its peaks are fair, but every large allocation there faults in fresh
+    pages, which slows the timings of allocation-heavy code: time in this process, memory in the
+    child). Returns the child's last line of output, parsed as JSON."""
+    import subprocess
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    r = subprocess.run([sys.executable, sys.argv[0], *argv], env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"the memory run failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def track_live_memory():
     """Re-exec this script once with glibc serving every block >= 64 KiB by mmap (unmapped on
     free), so the resident set tracks live memory and its peak is a fair memory measure."""

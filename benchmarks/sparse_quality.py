@@ -122,7 +122,7 @@ def main(argv=None):
             ck = CHECKPOINTS / run_name(cfg, "photos")
             m = fit(cfg, "photos", out=ck, resume=True)
             res, _ = evaluate_checkpoint(ck / "best.pt", "photos", n_images=a.n_images, k=a.k, steps=a.steps,
-                                         solver=a.solver, n_hr=a.n_hr)
+                                         solver=a.solver, n_hr=a.n_hr, sizes=(64, 96, 128), independent=True)
             runs[(v, seed)] = (res, m)
 
     ck0 = CHECKPOINTS / run_name(_cfg(a.profile, a.variants[0], a.seeds[0]), "photos") / "best.pt"

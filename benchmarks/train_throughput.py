@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                  # standard_fourier, cpu profile
     python benchmarks/train_throughput.py --profile smoke
+    python benchmarks/train_throughput.py --set 'model.input_size=[128,128]'   # any setting, as the CLI's --set
 
 One training step of the profile's task (its batch: the queries, scales and query subsets it
 trains with) is split into its phases, each timed on its own (best of --repeats): making the
@@ -10,9 +11,12 @@ backward (from the latents), gradient clipping + AdamW step. The backward is spl
 cutting the graph at the latents. Also times the unsplit step (batch + task loss + backward +
 step), which gives the throughput. Inputs are random images of the training crops' size: the
 time does not depend on pixel values.
+Also reports the process's peak resident memory (everything: Python, torch, the model, the optimiser,
+the batches), which bounds what training at these settings needs.
 Writes benchmarks/results/train_throughput.md and .json.
 """
 import argparse
+import resource
 import sys
 import time
 
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from _util import RESULTS, write_results
 
-from ginr_common.configs import get_config
+from ginr_common.configs import get_config, with_settings
 from ginr_common.data import ImageTensorDataset
 from ginr_common.model import MambaGINR
 from ginr_common.tasks import make_task
@@ -32,10 +36,11 @@ def main(argv=None):
     p.add_argument("--config", default="standard_fourier")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, as train.py's --set")
     p.add_argument("--out", default=str(RESULTS / "train_throughput"))
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    cfg = get_config(a.config, a.profile)
+    cfg = with_settings(get_config(a.config, a.profile), dict(x.split("=", 1) for x in a.set))
     model = MambaGINR(cfg.model)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     task = make_task(cfg)
@@ -82,8 +87,9 @@ def main(argv=None):
     total = sum(phases.values())
     n_params = sum(p.numel() for p in model.parameters())
     n_q = queries.shape[1]
-    lines = [f"config {a.config}, profile {a.profile}: batch {cfg.batch_size}, "
-             f"{cfg.model.input_size[0]}x{cfg.model.input_size[1]} inputs, {n_q} queries per image, "
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines = [f"config {a.config}, profile {a.profile}{''.join(' --set ' + x for x in a.set)}: batch {cfg.batch_size}, "
+             f"{'x'.join(map(str, cfg.model.input_size))} inputs, {n_q} queries per image, "
              f"{n_params / 1e6:.2f} M parameters, float32, best of {a.repeats}.", "",
              "| phase | ms per step | share |", "|---|---|---|"]
     lines += [f"| {k} | {v * 1e3:.1f} | {v / total:.0%} |" for k, v in phases.items()]
@@ -92,11 +98,13 @@ def main(argv=None):
     lines += [f"| **sum of phases** | {total * 1e3:.1f} | 100% |", f"| unsplit step | {whole * 1e3:.1f} | |", "",
               f"Throughput: {cfg.batch_size / whole:.1f} images/s ({1 / whole:.2f} steps/s) on the unsplit step. "
               f"Encoder {enc / total:.0%}, decoder {dec / total:.0%}, optimizer "
-              f"{phases['clip + optimizer step'] / total:.0%} of the step."]
+              f"{phases['clip + optimizer step'] / total:.0%} of the step. Peak resident memory of the process: "
+              f"{peak_mb:.0f} MB."]
     text = "\n".join(lines)
     print(text)
     rows = {"phases_ms": {k: v * 1e3 for k, v in phases.items()}, "step_ms": whole * 1e3,
             "images_per_s": cfg.batch_size / whole, "encoder_share": enc / total, "decoder_share": dec / total,
+            "peak_rss_mb": peak_mb,
             "args": vars(a)}
     write_results(a.out, "train_throughput.py", argv or sys.argv[1:], text, rows)
     return rows

@@ -60,7 +60,9 @@ def forward(x, sxb, sx, w, bias, out):
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def backward(x, sxb, sx, w, bias, dy, syb, sy, dx, dw_b, dbias_b):
-    """dx (batch, L, dim); dw_b (batch, dim, K) and dbias_b (batch, dim): one row per batch element."""
+    """dx (batch, L, dim); dw_b (batch, dim, K) and dbias_b (batch, dim): one row per batch element.
+    Tiles in reverse order: a tile's dx needs dL/dpre of its own steps and of the next K - 1, which
+    the tile after it made (``carry``), so every buffer stays a tile long."""
     nb, L, nd = dx.shape
     K = w.shape[1]
     wt = _taps(w)
@@ -69,32 +71,40 @@ def backward(x, sxb, sx, w, bias, dy, syb, sy, dx, dw_b, dbias_b):
         pre = np.empty(TILE * nd, x.dtype)
         xb = np.empty(TILE * nd, x.dtype)
         eb = np.empty(TILE * nd, x.dtype)
-        gp = np.empty(L * nd, x.dtype)  # dL/dpre = dy * silu'(pre)
+        gp = np.zeros((TILE + K - 1) * nd, x.dtype)  # dL/dpre = dy * silu'(pre) of steps t0 ... t0 + m + K - 2
+        carry = np.zeros((K - 1) * nd, x.dtype)      # of steps t0 + TILE ...: zeros past the end
         dwt = np.zeros((K, nd), x.dtype)
-        acc = np.zeros(nd, x.dtype)
-        for t0 in range(0, L, TILE):
+        accb = np.zeros(nd, x.dtype)
+        acc = np.empty(nd, x.dtype)
+        for t0 in range(((L - 1) // TILE) * TILE, -1, -TILE):
             m = min(TILE, L - t0)
             _silu_tile(x, b * sxb, sx, wt, bias, t0, m, pre, xb, eb)
             for i in range(m):
+                o = b * syb + (t0 + i) * sy
                 for d in range(nd):
                     j = i * nd + d
                     q = one / (one + eb[j])
-                    g = dy[b * syb + (t0 + i) * sy + d] * q * (one + pre[j] * (one - q))
-                    gp[(t0 + i) * nd + d] = g
-                    acc[d] += g
-        for d in range(nd):
-            dbias_b[b, d] = acc[d]
-        for t in range(L):
-            for d in range(nd):
-                acc[d] = 0
-            for k in range(max(0, t + K - L), K):
-                tt = t + K - 1 - k
+                    g = dy[o + d] * q * (one + pre[j] * (one - q))
+                    gp[j] = g
+                    accb[d] += g
+            for j in range((K - 1) * nd):
+                gp[m * nd + j] = carry[j]
+            for i in range(m):
+                t = t0 + i
                 for d in range(nd):
-                    g = gp[tt * nd + d]
-                    acc[d] += wt[k, d] * g
-                    dwt[k, d] += g * x[b * sxb + t * sx + d]
-            for d in range(nd):
-                dx[b, t, d] = acc[d]
+                    acc[d] = 0
+                for k in range(K):
+                    r = (i + K - 1 - k) * nd
+                    for d in range(nd):
+                        g = gp[r + d]
+                        acc[d] += wt[k, d] * g
+                        dwt[k, d] += g * x[b * sxb + t * sx + d]
+                for d in range(nd):
+                    dx[b, t, d] = acc[d]
+            for j in range((K - 1) * nd):
+                carry[j] = gp[j]
+        for d in range(nd):
+            dbias_b[b, d] = accb[d]
         for k in range(K):
             for d in range(nd):
                 dw_b[b, d, k] = dwt[k, d]

@@ -4,6 +4,8 @@ Recurrence, per batch b and channel d (state size N), and the output stage:
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t        y_t = <C_t, h_t>
     out_t = (y_t + D u_t) * silu(z_t)
 
+The step is delta_t = softplus(delta_raw_t + bias) (or delta_raw_t + bias), computed as each chunk
+is read, in the backward too (no softplus'd copy of delta is made or kept).
 Forward runs the recurrence once, writes ``out`` token-major and keeps only the state at the
 start of each chunk of ``T`` steps (``hs``, size L/T of a full state history). Backward walks the
 chunks in reverse, recomputes the chunk's states from its checkpoint into a small local buffer
@@ -75,6 +77,36 @@ def _fexp_overload(x):
     return _exp32 if x == types.float32 else _exp64
 
 
+def _softplus32(x):
+    """log(1 + exp(x)) for float32 x in straight-line code: max(x, 0) + log1p(q), q = exp(-|x|),
+    with log1p(q) = 2 atanh(f), f = q / (2 + q) <= 1/3, by its series to f^11 (error < 2e-7
+    relative; exact ratio for small q, so softplus of very negative x keeps its relative precision)."""
+    q = fexp(-abs(x))
+    f = q / (np.float32(2.0) + q)
+    f2 = f * f
+    a = np.float32(1.0 / 11.0)
+    a = a * f2 + np.float32(1.0 / 9.0)
+    a = a * f2 + np.float32(1.0 / 7.0)
+    a = a * f2 + np.float32(1.0 / 5.0)
+    a = a * f2 + np.float32(1.0 / 3.0)
+    a = a * f2 + np.float32(1.0)
+    return max(x, np.float32(0.0)) + np.float32(2.0) * f * a
+
+
+def _softplus64(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def fsoftplus(x):
+    """log(1 + exp(x)); resolved at compile time by dtype (below)."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(fsoftplus, inline="always")
+def _fsoftplus_overload(x):
+    return _softplus32 if x == types.float32 else _softplus64
+
+
 @njit(fastmath=_FASTMATH, inline="always", cache=True)
 def exp_into(x, out, m):
     for i in range(m):
@@ -102,9 +134,26 @@ def _sigmoid(zb, m, xb, eb, sg, W):
         sg[j] = one / (one + eb[j])
 
 
+@njit(fastmath=_FASTMATH, inline="always", cache=True)
+def _load_delta(delta, bias, softplus, b, d0, t0, m, pre, dl, W):
+    """dl = softplus(delta + bias) (or delta + bias) for a chunk of a block of channels; ``pre``
+    keeps delta + bias (the softplus's input, for its derivative in the backward)."""
+    _load(delta, b, d0, t0, m, pre, W)
+    for i in range(m):
+        for c in range(W):
+            pre[i * W + c] += bias[d0 + c]
+    if softplus:
+        for j in range(m * W):
+            dl[j] = fsoftplus(pre[j])
+    else:
+        for j in range(m * W):
+            dl[j] = pre[j]
+
+
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def forward(u, delta, A, Bt, Ct, D, z, has_z, T, W, out, hs):
-    """out[b, t, d] = (y + D u) * silu(z) (or y + D u without z); hs: states at chunk starts."""
+def forward(u, delta, bias, softplus, A, Bt, Ct, D, z, has_z, T, W, out, hs):
+    """out[b, t, d] = (y + D u) * silu(z) (or y + D u without z), with the step
+    softplus(delta + bias) (or delta + bias); hs: states at chunk starts."""
     nb, nd, L = u.shape
     N = A.shape[1]
     dpg = nd // Bt.shape[1]
@@ -137,7 +186,7 @@ def forward(u, delta, A, Bt, Ct, D, z, has_z, T, W, out, hs):
             for c in range(W):
                 for n in range(N):
                     hs[b, d0 + c, k, n] = h[n * W + c]
-            _load(delta, b, d0, t0, m, dl, W)
+            _load_delta(delta, bias, softplus, b, d0, t0, m, xb, dl, W)
             _load(u, b, d0, t0, m, ub, W)
             for i in range(m):
                 t = t0 + i
@@ -167,13 +216,13 @@ def forward(u, delta, A, Bt, Ct, D, z, has_z, T, W, out, hs):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, S,
+def backward(u, delta, bias, softplus, A, Bt, Ct, D, z, has_z, hs, dout, dlast, T, W, S,
              du, ddelta, dz, dA_bd, dD_bd, dB_s, dC_s):
-    """Gradients of forward's out (cotangent ``dout``, (b, L, d)) and last state (``dlast``).
-    Per chunk, in reverse: the gate's sigmoid, the states and decays recomputed from the checkpoint,
-    the gate's gradients, the adjoint scan, then du, ddelta (through the softplus when
-    ``softplus``: its derivative is 1 - exp(-delta)), dz, dD, dA, and dB, dC summed over the work
-    item's channels into its slice ``s``."""
+    """Gradients of forward's out (cotangent ``dout``, (b, L, d)) and last state (``dlast``);
+    du, ddelta (with respect to delta before the bias and softplus) and dz are written token-major
+    (b, L, d). Per chunk, in reverse: the step and the gate's sigmoid, the states and decays
+    recomputed from the checkpoint with the gate's gradients, the adjoint scan, then du, ddelta, dA,
+    and dB, dC (summed over the work item's channels into its slice ``s``) in closed form."""
     nb, nd, L = u.shape
     N = A.shape[1]
     G = Bt.shape[1]
@@ -187,6 +236,7 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, 
         blk_lo = g * nblk_g + (s * nblk_g) // S
         blk_hi = g * nblk_g + ((s + 1) * nblk_g) // S
         xb = np.empty(T * W, u.dtype)
+        pb = np.empty(T * W, u.dtype)
         eb = np.empty(T * N * W, u.dtype)
         hb = np.empty((T + 1) * N * W, u.dtype)
         gb = np.empty(T * N * W, u.dtype)
@@ -218,7 +268,7 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, 
             for k in range(K - 1, -1, -1):
                 t0 = k * T
                 m = min(L - t0, T)
-                _load(delta, b, d0, t0, m, dl, W)
+                _load_delta(delta, bias, softplus, b, d0, t0, m, pb, dl, W)
                 _load(u, b, d0, t0, m, ub, W)
                 for i in range(m):
                     for c in range(W):
@@ -251,11 +301,11 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, 
                         if has_z:
                             q = sg[i * W + c]
                             zz = zb[i * W + c]
-                            dz[b, d0 + c, t] = dyo * (acc[c] + Dl[c] * uu) * q * (one + zz * (one - q))
+                            dz[b, t, d0 + c] = dyo * (acc[c] + Dl[c] * uu) * q * (one + zz * (one - q))
                             dyo = dyo * zz * q
                         dDl[c] += dyo * uu
                         dyb[i * W + c] = dyo
-                # adjoint scan over the chunk
+                # the adjoint scan g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}
                 for i in range(m - 1, -1, -1):
                     t = t0 + i
                     for n in range(N):
@@ -265,7 +315,7 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, 
                             gn = gst[n * W + c] + cn * dyb[i * W + c]
                             gb[e0 + c] = gn
                             gst[n * W + c] = gn * eb[e0 + c]
-                # closed-form gradients
+                # the gradients it gives
                 for i in range(m):
                     t = t0 + i
                     for c in range(W):
@@ -275,28 +325,29 @@ def backward(u, delta, A, Bt, Ct, D, z, has_z, softplus, hs, dout, dlast, T, W, 
                     for n in range(N):
                         bn = Bt[b, g, t, n]
                         e0 = (i * N + n) * W
-                        aC = zero
-                        aB = zero
                         for c in range(W):
                             gn = gb[e0 + c]
-                            aC += dyb[i * W + c] * hb[e0 + N * W + c]
-                            aB += gn * dbu[c]
                             sB[c] += gn * bn
                             x = gn * hb[e0 + c] * eb[e0 + c]
                             sA[c] += x * At[n * W + c]
                             dAl[n * W + c] += x * dl[i * W + c]
+                        # the sums over channels in loops that only read: no run-time aliasing check
+                        # picks between a vector and a scalar order, so every call rounds alike
+                        aC = zero
+                        for c in range(W):
+                            aC += dyb[i * W + c] * hb[e0 + N * W + c]
+                        aB = zero
+                        for c in range(W):
+                            aB += gb[e0 + c] * dbu[c]
                         dC_s[s, b, g, t, n] += aC
                         dB_s[s, b, g, t, n] += aB
-                    for c in range(W):
-                        du[b, d0 + c, t] = dl[i * W + c] * sB[c] + Dl[c] * dyb[i * W + c]
-                        ddelta[b, d0 + c, t] = ub[i * W + c] * sB[c] + sA[c]
-                if softplus:  # d softplus(x)/dx = sigmoid(x) = 1 - exp(-softplus(x))
-                    for j in range(m * W):
-                        xb[j] = -dl[j]
-                    exp_into(xb, eb, m * W)
-                    for i in range(m):
+                    if softplus:  # d softplus(x)/dx = sigmoid(x)
                         for c in range(W):
-                            ddelta[b, d0 + c, t0 + i] *= one - eb[i * W + c]
+                            sg[i * W + c] = one / (one + fexp(-pb[i * W + c]))
+                    for c in range(W):
+                        du[b, t, d0 + c] = dl[i * W + c] * sB[c] + Dl[c] * dyb[i * W + c]
+                        dd = ub[i * W + c] * sB[c] + sA[c]
+                        ddelta[b, t, d0 + c] = dd * sg[i * W + c] if softplus else dd
             for c in range(W):
                 dD_bd[b, d0 + c] = dDl[c]
                 for n in range(N):

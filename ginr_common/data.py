@@ -5,7 +5,9 @@ Images are float tensors (C, H, W) in [0, 1]. Every split is fixed: the photo se
 photograph, CIFAR-10's training set is split 45k/5k into train/val by a seeded permutation, and
 test is only for the final report.
 """
+import functools
 import hashlib
+import math
 import pickle
 import tarfile
 from pathlib import Path
@@ -90,26 +92,38 @@ def build_image_set(images, train=False, tile=TILE, scales=TILE_SCALES, stride=T
     image; ``train``: overlapping ones of the image at full and half resolution; ``hr_stride``: the
     HR crops' stride instead). ``keep``: a test a tile or crop (float, [0, 1]) must pass (default:
     all). uint8 tensors {"tiles", "hr", "lr"}, the HR ones possibly empty."""
-    tiles, hr, big = [], [], tile * hr_scale
-    d = images[0].dim() - 1
+    d, C = images[0].dim() - 1, images[0].shape[0]
     kept = (lambda t: t) if keep is None else (lambda t: t[[bool(keep(x)) for x in t]] if len(t) else t)
-    for img in images:
-        S = img.shape[1:]
-        for s in scales:
-            if min(S) // s >= tile:
-                small = img if s == 1 else resize(img[None], [n // s for n in S])[0]
-                tiles.append(kept(_tiles(small, tile, stride * tile // TILE)))
-        for s in HR_TRAIN_SCALES if train else (1,):
-            if min(S) // s >= big:
-                src = img if s == 1 else resize(img[None], [n // s for n in S])[0]
-                step = hr_stride or (HR_TRAIN_STRIDE * tile // TILE if train else big)
-                hr.append(kept(_tiles(src, big, step)))
-    C = images[0].shape[0]
-    hr = torch.cat(hr) if hr else torch.zeros(0, C, *(big,) * d)
-    lr = resize(hr, (tile,) * d) if len(hr) else torch.zeros(0, C, *(tile,) * d)
-    q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731  stored as 8-bit images
-    return dict(tiles=q(torch.cat(tiles)) if tiles else torch.zeros(0, C, *(tile,) * d, dtype=torch.uint8),
-                hr=q(hr), lr=q(lr))
+    plans = tile_plan([x.shape[1:] for x in images], train, tile, scales, stride, hr_scale, hr_stride)
+    out = {}
+    for kind, size in (("tiles", tile), ("hr", tile * hr_scale)):
+        parts = [kept(_tiles(scaled(images[i], s), size, step)) for i, s, step in plans[kind]]
+        out[kind] = quantise(torch.cat(parts)) if parts else torch.zeros(0, C, *(size,) * d, dtype=torch.uint8)
+    out["lr"] = quantise(resize(out["hr"].float() / 255, (tile,) * d)) if len(out["hr"]) else \
+        torch.zeros(0, C, *(tile,) * d, dtype=torch.uint8)
+    return out
+
+
+def quantise(x):
+    """Images in [0, 1] as 8-bit (how every set stores its tiles and crops)."""
+    return (x * 255).round().to(torch.uint8)
+
+
+def scaled(img, s):
+    """An image (C, *S) downsampled by the factor ``s`` (``resize``; itself at s = 1)."""
+    return img if s == 1 else resize(img[None], [n // s for n in img.shape[1:]])[0]
+
+
+def tile_plan(shapes, train=False, tile=TILE, scales=TILE_SCALES, stride=TILE_STRIDE, hr_scale=HR_SCALE, hr_stride=None):
+    """Which tiles ``build_image_set`` cuts from images of ``shapes`` (each (H, W) or (D, H, W)):
+    {"tiles": [(image index, scale, step)], "hr": [...]}, in its order."""
+    big = tile * hr_scale
+    plan = {"tiles": [], "hr": []}
+    for i, S in enumerate(shapes):
+        plan["tiles"] += [(i, s, stride * tile // TILE) for s in scales if min(S) // s >= tile]
+        step = hr_stride or (HR_TRAIN_STRIDE * tile // TILE if train else big)
+        plan["hr"] += [(i, s, step) for s in (HR_TRAIN_SCALES if train else (1,)) if min(S) // s >= big]
+    return plan
 
 
 def load_photos(root=DATA_DIR, progress=True):
@@ -145,6 +159,44 @@ class ImageTensorDataset(Dataset):
 
     def __getitem__(self, i):
         return self.images[i].float() / 255, 0
+
+
+class LazyTiles(Dataset):
+    """The tiles (or HR crops) ``build_image_set`` would cut from image or volume files, read on
+    demand: the same items in the same order, while memory holds only their index and the few
+    files last read (``cache``, decoded and downsampled). ``read(path)`` -> (C, *S) in [0, 1];
+    ``shapes``: each file's spatial shape; ``plan``: ``tile_plan(shapes, ...)["tiles"]`` (or
+    ``["hr"]``) with ``size`` the tile's (or crop's) side."""
+
+    def __init__(self, files, read, shapes, plan, size, cache=4):
+        self.files, self.read, self.size = list(files), read, size
+        self.index = []            # (file, scale, corner) per item, in build_image_set's order
+        for i, s, step in plan:
+            S = [n // s for n in shapes[i]]
+            counts = [(n - size) // step + 1 for n in S]
+            self.index += [(i, s, tuple(c * step for c in pos)) for pos in np.ndindex(*counts)]
+        self._cached = functools.lru_cache(maxsize=cache)(self._scaled)
+
+    def _scaled(self, i, s):
+        return quantise(scaled(self.read(self.files[i]), s))
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, k):
+        i, s, corner = self.index[k]
+        img = self._cached(i, s)
+        crop = img[(slice(None), *(slice(c, c + self.size) for c in corner))]
+        return crop.float() / 255, 0
+
+    def fingerprint(self):
+        """sha256 of the files' names and bytes and of the index (what dataset_identity records)."""
+        h = hashlib.sha256()
+        for p in self.files:
+            h.update(Path(p).name.encode())
+            h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+        h.update(repr(self.index).encode())
+        return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -200,11 +252,12 @@ def load_cifar10(root=DATA_DIR, download=True, val_size=5000, seed=0):
             "test": test}
 
 
-def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3):
+def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3, lazy=None):
     """{"train", "val", "test"} datasets for ``photos``, ``cifar10``, ``mni152`` (volumes, see
     ``load_mni152``) or a folder of images or volumes (``load_folder``: tiles of ``size`` with
     ``channels`` channels); all but CIFAR-10 also give "train_hr" (HR training crops, 4x the tile;
-    2x for volumes) and "val_sr" / "test_sr" ((lr, hr) pairs) for super-resolution."""
+    2x for volumes) and "val_sr" / "test_sr" ((lr, hr) pairs) for super-resolution. ``lazy``: a
+    folder's training split read from its files on demand (see ``load_folder``; None: by its size)."""
     if name == "cifar10":
         return load_cifar10(root)
     if name == "photos":
@@ -212,11 +265,12 @@ def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3):
     elif name == "mni152":
         sets = load_mni152(root, size)
     elif Path(name).is_dir():
-        sets = load_folder(name, size, channels)
+        sets = load_folder(name, size, channels, lazy=lazy)
     else:
         raise ValueError(f"data must be 'photos', 'cifar10', 'mni152' or a folder of images or volumes, got {name!r}")
-    out = {k: ImageTensorDataset(v["tiles"]) for k, v in sets.items()}
-    out["train_hr"] = ImageTensorDataset(sets["train"]["hr"])
+    as_set = lambda x: x if isinstance(x, Dataset) else ImageTensorDataset(x)  # noqa: E731  (LazyTiles as they are)
+    out = {k: as_set(v["tiles"]) for k, v in sets.items()}
+    out["train_hr"] = as_set(sets["train"]["hr"])
     out["val_sr"], out["test_sr"] = ((sets[s]["lr"].float() / 255, sets[s]["hr"].float() / 255) for s in ("val", "test"))
     return out
 
@@ -224,6 +278,7 @@ def load_dataset(name="photos", root=DATA_DIR, size=(TILE, TILE), channels=3):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy", ".npz")
 VOLUME_SUFFIXES = (".npy", ".npz", ".nii", ".nii.gz")
 VOLUME_HR_SCALE = 2                  # volumes: HR crops of 2x the tile (64^3 for 32^3 inputs)
+LAZY_PIXELS = 2**28                  # a folder's training files above this many values (1 GiB as float32) are read on demand
 
 
 def _suffix(path):
@@ -384,39 +439,78 @@ def folder_identity(name):
     return {"files": n, "files_sha256": h.hexdigest()}
 
 
-def load_folder(folder, size=(TILE, TILE), channels=3, progress=True):
+def _pixels(path, volumes):
+    """Pixels (voxels) times channels of an image or volume file, from its header where the format
+    has one (PIL images, .npy, NIfTI), else by reading it."""
+    path = Path(path)
+    try:
+        if _suffix(path) == ".npy":
+            return math.prod(np.load(path, mmap_mode="r").shape)
+        if _suffix(path) in (".nii", ".nii.gz"):
+            import nibabel
+            return math.prod(nibabel.load(str(path)).shape)
+        if not volumes and _suffix(path) != ".npz":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return im.width * im.height * len(im.getbands())
+    except Exception:      # unreadable here: reading it names the problem
+        pass
+    return (read_volume(path) if volumes else read_image(path, 1)).numel()
+
+
+def load_folder(folder, size=(TILE, TILE), channels=3, progress=True, lazy=None):
     """An image folder as the photo set's splits: {split: {"tiles", "hr", "lr"}} uint8 tensors of tiles
     of ``size`` (every image at full, half, quarter and eighth resolution while still a tile) and HR
     crops of 4 x size with their downsamples (see ``build_image_set``), from ``folder_splits``. Images
     smaller than a tile are skipped (their count and names printed); a split left without any is an
-    error naming them."""
+    error naming them. ``lazy``: the training split's tiles and HR crops as ``LazyTiles`` (read from
+    the files on demand; "lr" is then None); None: lazy when its files hold more than ``LAZY_PIXELS``
+    values (channels x pixels), so folders larger than memory train in bounded memory. Validation
+    and test splits are read into memory."""
     size = tuple(size)
     if len(size) not in (2, 3) or len(set(size)) != 1:
         raise ValueError(f"folders give square images or cubic volumes: model.input_size must be [S, S] or [S, S, S], "
                          f"got {list(size)}")
     volumes = len(size) == 3
+    read = functools.partial(read_volume if volumes else read_image, channels=channels)
     splits = folder_splits(folder, VOLUME_SUFFIXES if volumes else IMAGE_SUFFIXES)
+    if lazy is None:
+        lazy = sum(_pixels(p, volumes) for p in splits["train"]) > LAZY_PIXELS
     out = {}
     for split, files in splits.items():
-        images = [read_volume(p, channels) if volumes else read_image(p, channels) for p in files]
-        shapes = {tuple(x.shape[1:]) for x in images}
-        if volumes and len(shapes) > 1:
-            raise ValueError(f"{folder}: the {split} volumes have mixed shapes {sorted(shapes)[:4]}; give volumes of "
+        on_demand = lazy and split == "train"
+        shapes, images = [], []
+        for p in files:             # on demand: each file is read once here (checked, measured), then let go
+            x = read(p)
+            shapes.append(tuple(x.shape[1:]))
+            if not on_demand:
+                images.append(x)
+        if volumes and len(set(shapes)) > 1:
+            raise ValueError(f"{folder}: the {split} volumes have mixed shapes {sorted(set(shapes))[:4]}; give volumes of "
                              "one shape")
-        small = [p.name for p, x in zip(files, images) if min(x.shape[1:]) < size[0]]
+        small = [p.name for p, S in zip(files, shapes) if min(S) < size[0]]
         if len(small) == len(files):
             raise ValueError(f"{folder}: every {split} image is smaller than the model's input size "
                              f"{size[0]}x{size[0]}: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
-        kept = [x for x in images if min(x.shape[1:]) >= size[0]]
-        out[split] = build_image_set(kept, train=split == "train", tile=size[0], scales=(1, 2, 4, 8), stride=TILE_STRIDE,
-                                     hr_scale=VOLUME_HR_SCALE if volumes else HR_SCALE)
-        out[split]["files"] = [p.name for p, x in zip(files, images) if min(x.shape[1:]) >= size[0]]
+        keep = [i for i, S in enumerate(shapes) if min(S) >= size[0]]
+        opts = dict(train=split == "train", tile=size[0], scales=(1, 2, 4, 8), stride=TILE_STRIDE,
+                    hr_scale=VOLUME_HR_SCALE if volumes else HR_SCALE)
+        if on_demand:
+            kept_files, kept_shapes = [files[i] for i in keep], [shapes[i] for i in keep]
+            plan = tile_plan(kept_shapes, **opts)
+            out[split] = {"tiles": LazyTiles(kept_files, read, kept_shapes, plan["tiles"], size[0]),
+                          "hr": LazyTiles(kept_files, read, kept_shapes, plan["hr"], size[0] * opts["hr_scale"]),
+                          "lr": None}
+        else:
+            out[split] = build_image_set([images[i] for i in keep], **opts)
+        out[split]["files"] = [files[i].name for i in keep]
         if progress:
             print(f"{folder}: {split} {len(files)} file(s) -> {len(out[split]['tiles'])} tiles of "
-                  f"{'x'.join(map(str, size))}, "
-                  f"{len(out[split]['hr'])} HR crops" + (f"; {len(small)} smaller than a tile skipped ("
-                                                          f"{', '.join(small[:3])}{' ...' if len(small) > 3 else ''})"
-                                                          if small else ""))
+                  f"{'x'.join(map(str, size))}, {len(out[split]['hr'])} HR crops"
+                  + (" (read from the files on demand)" if on_demand else "")
+                  + (f"; {len(small)} smaller than a tile skipped ({', '.join(small[:3])}"
+                     f"{' ...' if len(small) > 3 else ''})" if small else ""))
     return out
 
 
@@ -458,6 +552,8 @@ def dataset_identity(dataset, name, split):
     base = getattr(dataset, "dataset", None)
     if torch.is_tensor(images):
         h.update(images.contiguous().numpy().tobytes())
+    elif hasattr(dataset, "fingerprint"):
+        h.update(dataset.fingerprint().encode())
     elif isinstance(dataset, Subset) and hasattr(base, "data"):
         h.update(np.ascontiguousarray(base.data).tobytes())
         h.update(np.asarray(dataset.indices, dtype=np.int64).tobytes())
@@ -473,6 +569,6 @@ def load_sr_pairs(split="test", root=DATA_DIR):
     return s["lr"].float() / 255, s["hr"].float() / 255
 
 
-__all__ = ["augment", "dataset_identity", "folder_identity", "folder_splits", "load_folder", "read_image", "resize", "sparse_masks",
+__all__ = ["LazyTiles", "augment", "dataset_identity", "folder_identity", "folder_splits", "load_folder", "read_image", "resize", "sparse_masks",
            "load_dataset", "load_photos", "load_cifar10", "load_sr_pairs", "PHOTO_SPLITS",
            "ImageTensorDataset"]

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ginr_common.conv import causal_conv1d
 from ginr_common.scan import selective_scan
@@ -106,21 +107,31 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
-    def forward(self, x):
-        x = x + self.mixer(self.norm1(x))
+    def forward(self, x, recompute=False):
+        """``recompute``: keep only the block's input for the mixer's backward and run norm1 + mixer
+        again there (activation checkpointing: less memory, one more mixer forward per step)."""
+        mixed = checkpoint(self._mix, x, use_reentrant=False) if recompute else self._mix(x)
+        x = x + mixed
         return x + self.mlp(self.norm2(x))
+
+    def _mix(self, x):
+        return self.mixer(self.norm1(x))
 
 
 class BiMambaStack(nn.Module):
-    """depth x EncoderBlock(BiMamba), then a final LayerNorm (the residual adds are in the blocks)."""
+    """depth x EncoderBlock(BiMamba), then a final LayerNorm (the residual adds are in the blocks).
+    ``recompute=True``: in training, each block keeps only its input for the mixer and recomputes
+    the mixer in the backward (the encoder's activation memory falls to about that of its MLPs)."""
 
-    def __init__(self, dim, depth, *, combine="mean", mlp_ratio=4, **mamba_kwargs):
+    def __init__(self, dim, depth, *, combine="mean", mlp_ratio=4, recompute=False, **mamba_kwargs):
         super().__init__()
+        self.recompute = recompute
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, BiMamba(dim, combine=combine, **mamba_kwargs), mlp_ratio=mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x):
+        recompute = self.recompute and torch.is_grad_enabled()
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, recompute=recompute)
         return self.norm(x)

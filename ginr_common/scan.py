@@ -176,29 +176,30 @@ def _as_numba(X):
 
 
 class _NumbaScan(torch.autograd.Function):
-    """The whole selective scan in two numba kernels: delta's softplus gradient, the D skip and the
-    silu(z) gate are computed inside them, strided inputs are read without copies, and the output
-    is written token-major ((b, L, d), returned as a (b, d, L) view) for the output projection."""
+    """The whole selective scan in two numba kernels: delta's bias and softplus (forward and
+    gradient), the D skip and the silu(z) gate are computed inside them, strided inputs are read
+    without copies, and the output and the gradients of u, delta and z are written token-major
+    ((b, L, d), returned as (b, d, L) views), the layout of the projections around the scan."""
 
     @staticmethod
-    def forward(ctx, u, delta_raw, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        from numba import get_num_threads
+
         from ginr_common import _scan_numba
 
         b, d, L = u.shape
         G, N = B.shape[1], A.shape[1]
-        delta = _prepare_delta(delta_raw, delta_bias, delta_softplus, u.dtype)
         Dw = D if D is not None else u.new_zeros(d)
         zw = z if z is not None else u
-        from numba import get_num_threads
-
+        bias = delta_bias if delta_bias is not None else u.new_zeros(d)
         DB = _channel_block(d // G, b * G, get_num_threads())
         out = u.new_empty(b, L, d)
         hs = u.new_empty(b, d, math.ceil(L / CHUNK) + 1, N)
         fwd, _ = _scan_numba.kernels(_as_numba(u).dtype)
-        fwd(_as_numba(u), _as_numba(delta), _as_numba(A), _as_numba(B.transpose(-1, -2)),
-            _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw), z is not None, CHUNK, DB,
-            out.numpy(), hs.numpy())
-        ctx.save_for_backward(u, delta, A, B, C, Dw, zw, hs)
+        fwd(_as_numba(u), _as_numba(delta), _as_numba(bias), delta_softplus, _as_numba(A),
+            _as_numba(B.transpose(-1, -2)), _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw),
+            z is not None, CHUNK, DB, out.numpy(), hs.numpy())
+        ctx.save_for_backward(u, delta, bias, A, B, C, Dw, zw, hs)
         ctx.flags = (D is not None, z is not None, delta_bias is not None, delta_softplus)
         return out.transpose(1, 2), hs[:, :, -1].clone()
 
@@ -208,7 +209,7 @@ class _NumbaScan(torch.autograd.Function):
 
         from ginr_common import _scan_numba
 
-        u, delta, A, B, C, Dw, zw, hs = ctx.saved_tensors
+        u, delta, bias, A, B, C, Dw, zw, hs = ctx.saved_tensors
         has_D, has_z, has_bias, softplus = ctx.flags
         b, d, L = u.shape
         G, N = B.shape[1], A.shape[1]
@@ -216,17 +217,18 @@ class _NumbaScan(torch.autograd.Function):
         S = max(1, min(d // G // DB, -(-2 * get_num_threads() // (b * G))))  # enough work items per thread
         dout = u.new_zeros(b, L, d) if dout is None else dout.transpose(1, 2).contiguous()
         dlast = hs.new_zeros(hs[:, :, -1].shape) if dlast is None else dlast.contiguous()
-        du, ddelta, dz = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
+        du, ddelta, dz = (u.new_empty(b, L, d) for _ in range(3))
         dA_bd, dD_bd = u.new_empty(b, d, N), u.new_empty(b, d)
         dB_s, dC_s = u.new_zeros(S, b, G, L, N), u.new_zeros(S, b, G, L, N)
         _, bwd = _scan_numba.kernels(_as_numba(u).dtype)
-        bwd(_as_numba(u), _as_numba(delta), _as_numba(A), _as_numba(B.transpose(-1, -2)),
-            _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw), has_z, softplus, hs.numpy(),
-            dout.numpy(), dlast.numpy(), CHUNK, DB, S, du.numpy(), ddelta.numpy(), dz.numpy(),
-            dA_bd.numpy(), dD_bd.numpy(), dB_s.numpy(), dC_s.numpy())
-        dbias = ddelta.sum((0, 2)) if has_bias else None
-        return (du, ddelta, dA_bd.sum(0), dB_s.sum(0).transpose(-1, -2), dC_s.sum(0).transpose(-1, -2),
-                dD_bd.sum(0) if has_D else None, dz if has_z else None, dbias, None)
+        bwd(_as_numba(u), _as_numba(delta), _as_numba(bias), softplus, _as_numba(A), _as_numba(B.transpose(-1, -2)),
+            _as_numba(C.transpose(-1, -2)), _as_numba(Dw), _as_numba(zw), has_z, hs.numpy(), dout.numpy(),
+            dlast.numpy(), CHUNK, DB, S, du.numpy(), ddelta.numpy(), dz.numpy(), dA_bd.numpy(), dD_bd.numpy(),
+            dB_s.numpy(), dC_s.numpy())
+        dbias = ddelta.sum((0, 1)) if has_bias else None
+        return (du.transpose(1, 2), ddelta.transpose(1, 2), dA_bd.sum(0), dB_s.sum(0).transpose(-1, -2),
+                dC_s.sum(0).transpose(-1, -2), dD_bd.sum(0) if has_D else None,
+                dz.transpose(1, 2) if has_z else None, dbias, None)
 
 
 def _triton_forward(*args):

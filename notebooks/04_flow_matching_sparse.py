@@ -58,7 +58,7 @@ viz.image_row([*images, *(images * (~unobserved).reshape(len(images), 1, *SIZE))
 
 # %%
 # the shipped model's numbers, as its manifest records them (32 test tiles, 8 HR crops for the zero-shot
-# rows; python -m ginr_common.release --verify measures every one of them again, in about four minutes)
+# rows; python -m ginr_common.release --verify measures every one of them again, in about two and a half minutes)
 shipped = pretrained_manifest(CONFIG)["results"]
 print(f"{shipped['n_images']} held-out tiles, {shipped['solver']} {shipped['steps']} steps, means of 4 and {shipped['k']}:")
 print(viz.sparse_summary(shipped))

@@ -14,7 +14,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 @pytest.mark.parametrize("script,args,keys", [
     ("encoder.py", ["--lengths", "64", "128", "--dim", "16", "--depth", "1", "--batch", "2", "--repeats", "1"],
-     {"rows", "train_bimamba_faster_than_torch_from_L", "inference_bimamba_lighter_than_transformer_from_L"}),
+     {"rows", "train_bimamba_faster_than_torch_from_L", "train_recompute_lighter_than_transformer_from_L",
+      "inference_bimamba_lighter_than_transformer_from_L"}),
     ("decode.py", ["--profile", "smoke", "--sizes", "32", "64", "--repeats", "1"],
      {"rows", "time_per_pixel_max_over_min", "largest_peak_mb", "under_limit"}),
     ("train_throughput.py", ["--profile", "smoke", "--repeats", "1"],

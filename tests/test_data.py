@@ -184,3 +184,46 @@ def test_a_folder_of_mixed_pngs_trains_evaluates_and_renders_at_any_input_size(t
     (folder / "img00.png").write_bytes((folder / "img01.png").read_bytes())    # the folder changed
     with pytest.raises(ValueError, match=r"(?s)different run.*data\.files_sha256"):
         fit(cfg, str(folder), out=tmp_path / "run32", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("volumes", [False, True])
+def test_a_folder_read_on_demand_gives_the_same_items_and_trains(tmp_path, volumes):
+    """lazy=True: the training split's tiles and HR crops are read from the files on demand, item for
+    item the ones read into memory, with their own identity; the other splits are unchanged; a
+    model trains on it; above LAZY_PIXELS the choice is made by itself."""
+    from ginr_common import data
+    from ginr_common.configs import get_config
+    from ginr_common.train import fit
+
+    if volumes:
+        rng = np.random.default_rng(0)
+        for i in range(5):
+            np.save(tmp_path / f"v{i}.npy", rng.random((1, 40, 40, 40), dtype=np.float32))
+        size, ch = (16, 16, 16), 1
+    else:
+        mixed_folder(tmp_path, n=6, sizes=(48, 96))
+        size, ch = (16, 16), 3
+    eager = data.load_dataset(str(tmp_path), size=size, channels=ch, lazy=False)
+    lazy = data.load_dataset(str(tmp_path), size=size, channels=ch, lazy=True)
+    assert isinstance(lazy["train"], data.LazyTiles) and isinstance(lazy["train_hr"], data.LazyTiles)
+    for split in ("train", "train_hr"):
+        assert len(lazy[split]) == len(eager[split]) > 0
+        for k in range(len(eager[split])):
+            assert torch.equal(lazy[split][k][0], eager[split][k][0]), (split, k)
+        ident = data.dataset_identity(lazy[split], str(tmp_path), split)
+        assert ident["n"] == len(eager[split]) and ident == data.dataset_identity(lazy[split], str(tmp_path), split)
+    for split in ("val", "test"):
+        assert torch.equal(lazy[split].images, eager[split].images)
+    assert all(torch.equal(a, b) for a, b in zip(lazy["test_sr"], eager["test_sr"]))
+    if not volumes:
+        cfg = get_config("standard_fourier", "smoke")
+        cfg.model.input_size, cfg.steps, cfg.val_every, cfg.batch_size = size, 4, 4, 4
+        fit(cfg, str(tmp_path), out=tmp_path / "run", datasets=lazy, progress=False)
+        assert (tmp_path / "run" / "best.pt").exists()
+    old = data.LAZY_PIXELS
+    try:
+        data.LAZY_PIXELS = 1
+        assert isinstance(data.load_dataset(str(tmp_path), size=size, channels=ch)["train"], data.LazyTiles)
+    finally:
+        data.LAZY_PIXELS = old
+    assert not isinstance(data.load_dataset(str(tmp_path), size=size, channels=ch)["train"], data.LazyTiles)

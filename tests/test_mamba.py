@@ -63,3 +63,30 @@ def test_stack_ends_with_residual_and_layernorm(seed):
         stack.blocks[0].mlp[-1].bias.fill_(0.5)  # a branch output is added to the residual stream
     assert torch.allclose(stack(x), torch.nn.functional.layer_norm(x + 0.5, (8,)), atol=1e-5)
 
+
+
+def test_recompute_gives_the_same_outputs_and_gradients_keeping_fewer_tensors(seed):
+    """recompute=True re-runs each mixer in the backward: the same bits, fewer saved activations."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    plain = BiMambaStack(16, depth=2, d_state=4)
+    again = BiMambaStack(16, depth=2, d_state=4, recompute=True)
+    again.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 40, 16)
+    outs, saved = [], []
+    for stack in (plain, again):
+        sizes = []
+
+        def keep(t, sizes=sizes):
+            sizes.append(t.numel())
+            return t
+        xi = x.clone().requires_grad_()
+        with saved_tensors_hooks(keep, lambda t: t):
+            y = stack(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append([y.detach(), xi.grad] + [p.grad for p in stack.parameters()])
+        saved.append(sum(sizes))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert saved[1] < saved[0] / 2, saved
+    with torch.no_grad():   # without gradients there is nothing to recompute
+        assert torch.equal(again(x), plain(x))

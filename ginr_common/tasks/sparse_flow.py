@@ -144,10 +144,10 @@ class SparseFlowTask(Task):
         return image_grid(torch.cat([shown, as_image(y), x]), len(x))
 
     def evaluate(self, model, datasets, progress=True, sr_pairs=None, n_images=32, k=16, steps=8, solver="euler",
-                 sizes=(64, 96, 128), n_hr=8, k_hr=4):
+                 sizes=(64, 128), n_hr=8, k_hr=4, independent=False):
         """At the input size, on ``n_images`` test tiles spread over the test split: the model's
         estimate, one sample and the means of 4 and ``k`` samples in antithetic pairs (free and
-        holding the observed pixels; free also the mean of ``k`` independent draws), nearest and
+        holding the observed pixels; with ``independent``, free also the mean of ``k`` independent draws), nearest and
         linear interpolation; zero-shot at ``sizes`` on ``n_hr`` HR test crops ``sr_pairs`` (mean
         of ``k_hr`` samples against linear + bicubic). -> (results, predictions {"sparse": the
         free rows' images, "truth": the tiles, "zero_shot": {size: (baseline, sample, mean, truth)}})."""
@@ -162,9 +162,10 @@ class SparseFlowTask(Task):
                                 with_ssim=True, progress=progress)
             preds[hold] = r.pop("images")
             results["hold_known" if hold else "free"] = r
-        iid = evaluate_sparse(model, images, ks=(k,), steps=steps, solver=solver, antithetic=False, with_ssim=True,
-                              progress=progress)
-        results["free"][f"mean_{k}_independent"] = iid[f"mean_{k}"]   # the same k, independent draws
+        if independent:
+            iid = evaluate_sparse(model, images, ks=(k,), steps=steps, solver=solver, antithetic=False, with_ssim=True,
+                                  progress=progress)
+            results["free"][f"mean_{k}_independent"] = iid[f"mean_{k}"]   # the same k, independent draws
         predictions = {"sparse": preds[False], "truth": images}
         if sr_pairs is not None:
             lr, hr = sr_pairs
@@ -258,7 +259,7 @@ def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="euler", hold_
 
 
 @torch.no_grad()
-def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 96, 128), k=4, steps=8, solver="euler", seed=0,
+def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 128), k=4, steps=8, solver="euler", seed=0,
                               batch_size=4, antithetic=True):
     """Observe the evaluation mask of each input ``lr``, sample at each size (one noise field for
     every size) and compare with the real HR crop resized to that size; baseline: bicubic
