@@ -96,10 +96,10 @@ def plot(rows, path, title):
                                               ("inference", "ms", "time (ms)"), ("inference", "mb", "peak memory (MB)")]):
         ax = axes[col]
         sub = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["L"])
-        for name, label in NAMES.items():
+        for (name, label), colour in zip(NAMES.items(), ("C0", "C1", "C2", "C3")):
             pts = [(r["L"], r[f"{name}_{what}"]) for r in sub if f"{name}_{what}" in r]
             if pts:
-                ax.loglog(*zip(*pts), "o-", label=label, base=2)
+                ax.loglog(*zip(*pts), "o-", label=label, base=2, color=colour)
         ax.set(xlabel="tokens L", ylabel=unit, title=f"{mode}: {unit.split(' (')[0]}")
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)

@@ -89,8 +89,16 @@ class BiMamba(nn.Module):
         self.proj = nn.Linear(2 * d_model, d_model) if combine == "concat" else None
 
     def forward(self, x):
-        f = self.fwd(x)
-        b = self.bwd(x.flip(1)).flip(1)
+        return self._combine(self.fwd(x), self.bwd(x.flip(1)).flip(1))
+
+    def recomputed(self, norm, x):
+        """self(norm(x)) keeping only x for the backward: each direction (with the norm before it)
+        runs again in the backward, one at a time, so only one direction's activations ever exist."""
+        f = checkpoint(lambda v: self.fwd(norm(v)), x, use_reentrant=False)
+        b = checkpoint(lambda v: self.bwd(norm(v).flip(1)).flip(1), x, use_reentrant=False)
+        return self._combine(f, b)
+
+    def _combine(self, f, b):
         if self.combine == "mean":
             return (f + b) / 2
         if self.combine == "add":
@@ -109,13 +117,16 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x, recompute=False):
         """``recompute``: keep only the block's input for the mixer's backward and run norm1 + mixer
-        again there (activation checkpointing: less memory, one more mixer forward per step)."""
-        mixed = checkpoint(self._mix, x, use_reentrant=False) if recompute else self._mix(x)
+        again there (activation checkpointing: less memory, one more mixer forward per step; a mixer
+        with a ``recomputed(norm, x)`` method, BiMamba, does it one direction at a time)."""
+        if not recompute:
+            mixed = self.mixer(self.norm1(x))
+        elif hasattr(self.mixer, "recomputed"):
+            mixed = self.mixer.recomputed(self.norm1, x)
+        else:
+            mixed = checkpoint(lambda v: self.mixer(self.norm1(v)), x, use_reentrant=False)
         x = x + mixed
         return x + self.mlp(self.norm2(x))
-
-    def _mix(self, x):
-        return self.mixer(self.norm1(x))
 
 
 class BiMambaStack(nn.Module):

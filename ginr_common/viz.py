@@ -199,23 +199,34 @@ def render_grid(model, image, scales=(1, 2, 4)):
     return fig
 
 
-def sparse_figure(images, truth, n=4, title=""):
+def sparse_figure(images, truth, n=4, title="", errors=False):
     """Rows: images; columns: the observed pixels, linear interpolation, the model's estimate,
     two single samples, the means of the samples, the per-pixel spread over them, the truth.
-    Titles give full-image PSNR."""
+    Titles give full-image PSNR. ``errors``: under each image's row, the absolute error of every
+    prediction (x4, clipped), so where each method fails shows side by side."""
     means = sorted((k for k in images if k.startswith("mean_")), key=lambda k: int(k.split("_")[1]))
     cols = [("observed", "observed"), ("linear", "linear interp."), ("estimate", "model estimate"),
             ("sample", "one sample")] + [(k, f"mean of {k.split('_')[1]}") for k in means] + \
            [("std", "spread (std x4)")]
     cols = [(k, t) for k, t in cols if k in images]
     n = min(n, len(truth))
-    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(1.6 * (len(cols) + 1), 1.75 * n), squeeze=False)
+    per = 2 if errors else 1
+    fig, axes = plt.subplots(n * per, len(cols) + 1, figsize=(1.6 * (len(cols) + 1), 1.75 * n * per), squeeze=False)
     for r in range(n):
+        row = axes[r * per]
         for c, (key, name) in enumerate(cols):
             im = images[key][r] * (4 if key == "std" else 1)
             db = "" if key in ("observed", "std") else f"\n{float(psnr(images[key][r:r + 1], truth[r:r + 1])):.1f} dB"
-            _show(axes[r, c], im, name + db)
-        _show(axes[r, -1], truth[r], "ground truth")
+            _show(row[c], im, name + db)
+            if errors:
+                err = ((images[key][r] - truth[r]).abs().mean(0, keepdim=True) * 4).clamp(0, 1).expand(3, -1, -1)
+                if key in ("observed", "std"):
+                    axes[r * per + 1, c].axis("off")
+                else:
+                    _show(axes[r * per + 1, c], err, f"|error| x4, {name}")
+        _show(row[-1], truth[r], "ground truth")
+        if errors:
+            axes[r * per + 1, -1].axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

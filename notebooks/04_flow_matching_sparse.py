@@ -54,7 +54,7 @@ viz.image_row([*images, *(images * (~unobserved).reshape(len(images), 1, *SIZE))
 
 # %% [markdown]
 # ## Results on held-out photographs
-# The shipped model's numbers on 32 held-out tiles, as its manifest records them (the README's row; the test suite measures them again). PSNR on the whole tile and on the unobserved pixels, SSIM, and a sample's total variation against the truth's (above 1: speckle; below 1: blur), for the model's one-shot estimate, one sample, the means of 4 and K samples, free or holding the observed pixels on their values; nearest and linear interpolation (scipy's griddata) on the same observations. The samples are drawn in antithetic pairs (noise z, then -z, which is as likely): every sample is a draw of the model, and a pair's mean cancels what is odd in the noise, so the mean of K estimates the posterior mean with less variance; the row `mean_K_independent` is the mean of K independent draws. The sentences under the table are read from the numbers.
+# The shipped model's numbers on 32 held-out tiles, as its manifest records them (the README's row; the test suite measures them again). PSNR on the whole tile and on the unobserved pixels, SSIM, and a sample's total variation against the truth's (above 1: speckle; below 1: blur), for the model's one-shot estimate, one sample, the means of 4 and K samples, free or holding the observed pixels on their values; nearest and linear interpolation (scipy's griddata) on the same observations. The samples are drawn in antithetic pairs (noise z, then -z, which is as likely): every sample is a draw of the model, and a pair's mean cancels what is odd in the noise, so the mean of K estimates the posterior mean with less variance than K independent draws (`python benchmarks/sparse_quality.py` measures both; docs/results.md). The sentences under the table are read from the numbers.
 
 # %%
 # the shipped model's numbers, as its manifest records them (32 test tiles, 8 HR crops for the zero-shot
@@ -67,8 +67,9 @@ results, predictions = evaluate_model(model, CONFIG, data=data, n_images=N_EVAL,
                                       sizes=(64, 128), progress=False)
 
 # %%
-viz.sparse_figure(predictions["sparse"], predictions["truth"], n=4,
-                  title=f"{CONFIG} (shipped): 20% observed; one sample, means of 4 and {K}, spread over {K}");
+viz.sparse_figure(predictions["sparse"], predictions["truth"], n=4, errors=True,
+                  title=f"{CONFIG} (shipped): 20% observed; one sample, means of 4 and {K}, spread over {K}; "
+                        "under each row, every method's error");
 
 # %% [markdown]
 # ## Zero-shot renders and one field at several resolutions
@@ -84,6 +85,28 @@ sizes = [tuple(f * n for n in SIZE) for f in (1, 2, 4)]
 row = [model.sample(o_c, o_v, make_grid(s)[None], steps=STEPS, generator=torch.Generator().manual_seed(0))
        .transpose(1, 2).reshape(3, *s) for s in sizes]
 viz.image_row(row, [f"sample at {sizes[0][0]}", f"the same sample at {sizes[1][0]}", f"at {sizes[2][0]}"], size=2.4);
+
+# %% [markdown]
+# ## Your own image
+# Set `MY_IMAGE` to the path of a photograph of yours (PNG, JPEG, TIFF, BMP; or `GINR_IMAGE=path` in the environment): its centre square, resized to 4x the model's grid, is the truth; its downsample to the grid is what the model sees, of which the model's share of pixels (20%) is observed. The field is sampled from them at 2x and 4x the grid (one noise field for both sizes), beside linear interpolation of the same observations upsampled bicubically. Without a path, a held-out test crop stands in.
+
+# %%
+from ginr_common.data import read_image
+from ginr_common.tasks.sparse_flow import evaluate_sparse_zero_shot
+
+MY_IMAGE = os.environ.get("GINR_IMAGE")   # a path, or None
+BIG = tuple(4 * n for n in SIZE)
+if MY_IMAGE:
+    img = read_image(MY_IMAGE)
+    side = min(img.shape[1:])
+    top, left = (img.shape[1] - side) // 2, (img.shape[2] - side) // 2
+    truth = resize(img[None, :, top:top + side, left:left + side], BIG)
+else:
+    truth = resize(data["test_sr"][1][-1:], BIG)   # a held-out high-resolution crop
+scores, renders = evaluate_sparse_zero_shot(model, resize(truth, SIZE), truth, sizes=(2 * SIZE[0], BIG[0]), k=4,
+                                            steps=STEPS)
+viz.zero_shot_figure(renders, n=1, title=f"{'your image' if MY_IMAGE else 'a held-out crop'}: "
+                     f"{model.config.observe_frac:.0%} of its {SIZE[0]}x{SIZE[1]} downsample observed, mean of 4 samples");
 
 # %% [markdown]
 # ## Train from scratch

@@ -632,3 +632,22 @@ def test_samples_share_one_encoding_and_match_single_draws(seed):
         for i, sign in enumerate((1, -1)):
             ctx = model.context(oc, ov, qc, hold_known=hold)
             assert torch.equal(xs[i], solve(model, ctx, sign * z, steps=3))
+
+
+def test_sparse_figure_error_maps_show_each_methods_error(seed):
+    """errors=True: under each row, |prediction - truth| (x4, clipped, channel mean) per method."""
+    from ginr_common.viz import sparse_figure
+
+    truth = torch.rand(2, 3, 8, 8)
+    preds = {"observed": truth * 0, "linear": truth + 0.1, "estimate": truth.clone(), "sample": truth * 0.5,
+             "std": torch.zeros_like(truth)}
+    fig = sparse_figure(preds, truth, n=2, errors=True)
+    axes = fig.axes
+    assert len(axes) == 2 * 2 * 6
+    panel = lambda ax: torch.from_numpy(ax.get_images()[0].get_array().data.copy())  # noqa: E731
+    err_row = axes[6:12]
+    assert torch.allclose(panel(err_row[1])[..., 0], torch.full((8, 8), 0.4), atol=1e-5)      # linear: 0.1 x 4
+    assert float(panel(err_row[2]).abs().max()) == 0                                          # the estimate is exact
+    assert torch.allclose(panel(err_row[3])[..., 0], (truth[0] * 2).mean(0).clamp(0, 1), atol=1e-5)
+    assert not err_row[0].get_images() and not err_row[4].get_images()                        # observed, spread
+    assert len(sparse_figure(preds, truth, n=2).axes) == 2 * 6

@@ -66,7 +66,8 @@ def test_stack_ends_with_residual_and_layernorm(seed):
 
 
 def test_recompute_gives_the_same_outputs_and_gradients_keeping_fewer_tensors(seed):
-    """recompute=True re-runs each mixer in the backward: the same bits, fewer saved activations."""
+    """recompute=True re-runs each mixer in the backward: the same outputs and gradients, fewer saved
+    activations."""
     from torch.autograd.graph import saved_tensors_hooks
 
     plain = BiMambaStack(16, depth=2, d_state=4)
@@ -86,7 +87,9 @@ def test_recompute_gives_the_same_outputs_and_gradients_keeping_fewer_tensors(se
         (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         outs.append([y.detach(), xi.grad] + [p.grad for p in stack.parameters()])
         saved.append(sum(sizes))
-    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert torch.equal(outs[0][0], outs[1][0])     # the forward is the same computation
+    # the gradients agree to rounding (the norm's gradient arrives in two parts, one per direction)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(outs[0][1:], outs[1][1:]))
     assert saved[1] < saved[0] / 2, saved
     with torch.no_grad():   # without gradients there is nothing to recompute
         assert torch.equal(again(x), plain(x))
