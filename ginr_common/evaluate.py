@@ -69,7 +69,10 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="photos, cifar10, mni152 or a folder of images or volumes (as for "
                                                 "training; default: mni152 for a 3-D model, else photos)")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
-                   help="render sizes (default 2x and 4x the input; flow models: 64 96 128)")
+                   help="render sizes (default 2x and 4x the input; flow models: 64 128)")
+    p.add_argument("--degradations", action="store_true",
+                   help="image models: also the renders' gain over bicubic for inputs made by each degradation of "
+                        "ginr_common.degradations.EVALUATED (bilinear, box, blur, noise)")
     p.add_argument("--out", default=None, help="folder for eval.json and the figure (default: the checkpoint's)")
     p.add_argument("--n-images", type=int, default=32, help="flow models: test tiles at the input size")
     p.add_argument("--k", type=int, default=16, help="flow models: samples per image (posterior mean)")
@@ -80,6 +83,8 @@ def main(argv=None):
     options = {"sizes": tuple(a.sizes)} if a.sizes else {}
     if train_config_from_checkpoint(load_checkpoint(a.checkpoint)[1]).task == "sparse_flow":
         options.update(n_images=a.n_images, k=a.k, steps=a.steps, solver=a.solver, n_hr=a.n_hr)
+    elif a.degradations:
+        options["degradations"] = True
     results, _ = evaluate_checkpoint(a.checkpoint, a.data, a.out, **options)
     print(json.dumps(results, indent=1))
 

@@ -5,11 +5,14 @@ With ``cfg.sr_scales = (low, high)`` the model also learns to render at other re
 inputs are antialiased downsamples (to the model's input size) of high-resolution training
 crops, and 1 - ``options.lr_weight`` of the loss is on ``options.sr_queries`` random pixels of
 the real crop resized to input_size * s, s drawn uniformly from [low, high] each step, each
-query with its cell size.
+query with its cell size. With ``options.degrade`` the inputs are random degradations of the
+crops instead (``degradations.random_degradation``: bicubic, bilinear or box downsampling, blur,
+noise), so the model learns to invert how an input may have been made.
 
 Validation: PSNR at native resolution. Evaluation: the test split at native resolution, and
 renders at larger sizes against the real high-resolution photograph beside bicubic upsampling
-of the same input (eval.json, sr.png)."""
+of the same input (eval.json, sr.png); with ``degradations=True``, the renders' gain over bicubic
+for inputs made by each of ``degradations.EVALUATED``."""
 import math
 from dataclasses import dataclass
 
@@ -19,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ginr_common.baselines import BASELINE, upsample
 from ginr_common.data import resize
+from ginr_common.degradations import EVALUATED, degrade, random_degradation
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import grid_artifact, psnr, ssim
 from ginr_common.model import GINRConfig
@@ -33,6 +37,8 @@ class ReconOptions:
     sr_queries: int = 256          # with sr_scales: HR pixels supervised per image and step (a random subset)
     lr_weight: float = 0.5         # with HR queries: the share of the loss on the input grid (the rest on HR pixels)
     jitter: float = 0.0            # std (in input pixels) of a fresh Gaussian offset per batch of the input-grid queries
+    degrade: bool = False          # with sr_scales: inputs are random degradations of the HR crops (blur, bicubic,
+                                   # bilinear or box downsampling, noise) instead of their antialiased bicubic downsample
 
     def check(self, cfg):
         """Raise ValueError when an option is out of range (``cfg``: the TrainConfig holding them)."""
@@ -41,6 +47,9 @@ class ReconOptions:
         if self.sr_queries < 1 or not 0 <= self.lr_weight <= 1 or self.jitter < 0:
             raise ValueError(f"options need sr_queries >= 1, lr_weight in [0, 1] and jitter >= 0, got "
                              f"{self.sr_queries}, {self.lr_weight} and {self.jitter}")
+        if self.degrade and (not cfg.sr_scales or len(cfg.model.input_size) != 2):
+            raise ValueError("options.degrade makes the inputs from high-resolution crops: it needs sr_scales and 2-D "
+                             f"images, got sr_scales={cfg.sr_scales} and input_size={cfg.model.input_size}")
 
     def for_steps(self, steps, new_steps):
         """The options for a run of ``new_steps`` instead of ``steps`` (none depends on the length)."""
@@ -57,7 +66,7 @@ class ReconstructionTask(Task):
         size = cfg.model.input_size
         hr = None
         if cfg.sr_scales:
-            hr, images = images, resize(images, size)
+            hr, images = images, random_degradation(images, size, g) if opt.degrade else resize(images, size)
         B, grid = images.shape[0], make_grid(size)
         target = images.flatten(2).transpose(1, 2)
         if opt.lr_queries:
@@ -94,10 +103,12 @@ class ReconstructionTask(Task):
     def validate(self, model, datasets):
         return evaluate_reconstruction(model, datasets["val"], with_ssim=False)["psnr"]
 
-    def evaluate(self, model, datasets, progress=True, sr_pairs=None, sizes=None):
+    def evaluate(self, model, datasets, progress=True, sr_pairs=None, sizes=None, degradations=False):
         """Test-split reconstruction + renders at ``sizes`` (default: 2x and 4x the input, up to the HR
         crops' size) of the HR test crops ``sr_pairs`` (lr, hr) -> (results, predictions {"lr",
-        "renders"})."""
+        "renders"}). ``degradations`` (images): also the renders of inputs made from the HR crops by
+        each of ``degradations.EVALUATED``, against bicubic upsampling of the same inputs
+        (results["degradations"][name][size] = {"model", "bicubic", "gain"} in dB)."""
         results = {"input_size": int(model.config.input_size[-1]),
                    "test": evaluate_reconstruction(model, datasets["test"], progress=progress)}
         predictions = {}
@@ -112,6 +123,8 @@ class ReconstructionTask(Task):
                 f"{len(lr)} HR test crops of {hr.shape[-1]}^3 voxels from the test volume, input = their "
                 f"{lr.shape[-1]}^3 average-pooled downsample; baseline: trilinear upsampling of the same input")
             predictions = {"lr": lr, "renders": renders}
+            if degradations and lr.dim() == 4:
+                results["degradations"] = evaluate_degradations(model, hr, lr.shape[2:], sizes)
         return results, predictions
 
     def figures(self, model, results, predictions):
@@ -139,6 +152,20 @@ def evaluate_reconstruction(model, dataset, batch_size=64, with_ssim=True, progr
     out = {"psnr": float(torch.cat(ps).mean()), "n": len(dataset)}
     if with_ssim:
         out["ssim"] = float(torch.cat(ss).mean())
+    return out
+
+
+@torch.no_grad()
+def evaluate_degradations(model, hr, size, sizes, seed=0):
+    """{name: {str(size): {"model": dB, "bicubic": dB, "gain": dB}}}: renders at ``sizes`` of inputs of
+    ``size`` made from the HR images ``hr`` by each of ``degradations.EVALUATED`` (noise drawn from a
+    generator seeded with ``seed``), against bicubic upsampling of the same inputs."""
+    out = {}
+    for name, spec in EVALUATED.items():
+        lr = degrade(hr, size, generator=torch.Generator().manual_seed(seed), **spec)
+        res, _ = evaluate_sr(model, lr, hr, sizes, with_ssim=False)
+        out[name] = {s: {"model": r["model"]["psnr"], "bicubic": r["bicubic"]["psnr"],
+                         "gain": r["model"]["psnr"] - r["bicubic"]["psnr"]} for s, r in res.items()}
     return out
 
 

@@ -146,8 +146,8 @@ class SparseFlowTask(Task):
     def evaluate(self, model, datasets, progress=True, sr_pairs=None, n_images=32, k=16, steps=8, solver="euler",
                  sizes=(64, 128), n_hr=8, k_hr=4, independent=False):
         """At the input size, on ``n_images`` test tiles spread over the test split: the model's
-        estimate, one sample and the means of 4 and ``k`` samples in antithetic pairs (free and
-        holding the observed pixels; with ``independent``, free also the mean of ``k`` independent draws), nearest and
+        estimate, one sample and the means of 4 and ``k`` samples in antithetic pairs (free; holding the
+        observed pixels: one sample and the mean of 4; with ``independent``, free also the mean of ``k`` independent draws), nearest and
         linear interpolation; zero-shot at ``sizes`` on ``n_hr`` HR test crops ``sr_pairs`` (mean
         of ``k_hr`` samples against linear + bicubic). -> (results, predictions {"sparse": the
         free rows' images, "truth": the tiles, "zero_shot": {size: (baseline, sample, mean, truth)}})."""
@@ -157,9 +157,9 @@ class SparseFlowTask(Task):
         ks = tuple(sorted({1, 4, k}))
         results = {"n_images": len(images), "k": k, "steps": steps, "solver": solver}
         preds = {}
-        for hold in (False, True):
-            r = evaluate_sparse(model, images, ks=ks, steps=steps, solver=solver, hold_known=hold, baselines=not hold,
-                                with_ssim=True, progress=progress)
+        for hold in (False, True):    # holding the observed pixels: one sample and the mean of 4
+            r = evaluate_sparse(model, images, ks=ks if not hold else (1, 4), steps=steps, solver=solver,
+                                hold_known=hold, baselines=not hold, with_ssim=True, progress=progress)
             preds[hold] = r.pop("images")
             results["hold_known" if hold else "free"] = r
         if independent:
