@@ -117,15 +117,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x, recompute=False):
         """``recompute``: keep only the block's input for the mixer's backward and run norm1 + mixer
-        again there (activation checkpointing: less memory, one more mixer forward per step; a mixer
-        with a ``recomputed(norm, x)`` method, BiMamba, does it one direction at a time)."""
-        if not recompute:
-            mixed = self.mixer(self.norm1(x))
-        elif hasattr(self.mixer, "recomputed"):
-            mixed = self.mixer.recomputed(self.norm1, x)
-        else:
-            mixed = checkpoint(lambda v: self.mixer(self.norm1(v)), x, use_reentrant=False)
-        x = x + mixed
+        again there, through the mixer's ``recomputed(norm, x)`` (BiMamba: one direction at a time)."""
+        x = x + (self.mixer.recomputed(self.norm1, x) if recompute else self.mixer(self.norm1(x)))
         return x + self.mlp(self.norm2(x))
 
 
