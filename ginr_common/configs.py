@@ -83,8 +83,11 @@ CONFIGS = {
                          "model.decoder.features": "gaussian", "model.decoder.n_freqs": 16, "steps": 1500,
                          "ema": 0.995, "options.lr_queries": 256, "options.sr_queries": 512, "options.lr_weight": 0.2},
     # the SCENT-style decoder (cross-attention to the LPs with a locality bias, reading the 4 nearest patch tokens)
-    "scent": {"model.name": "scent", "model.patch_size": 2, "model.pixel_filter": 0, "model.decoder": {"kind": "scent"},
-              "steps": 1500, "options.lr_queries": 256, "options.sr_queries": 512},
+    # as a correction on top of bicubic with the 8x8 pixel filter its features predict, a moving average of the
+    # weights validated and kept, selected on x4 renders (as notebook 2)
+    "scent": {"task": "sr", "model.name": "scent", "model.patch_size": 2, "model.input_skip": True,
+              "model.decoder": {"kind": "scent"}, "steps": 1500, "ema": 0.995, "options.lr_queries": 256,
+              "options.sr_queries": 512},
     # flow matching from 20% of the pixels (FlowConfig's and FlowOptions' defaults); 1000 steps, the first 600 the
     # grid refiner's estimate alone, take about 14 minutes
     "flow_sparse": {"task": "sparse_flow", "steps": 1000, "lr": 1e-3, "warmup_steps": 50, "val_every": 150,
@@ -109,7 +112,7 @@ _DECODER = {"smoke": {"model.decoder.hidden": 64, "model.decoder.n_blocks": 1, "
 PROFILES = {
     "smoke": {"standard_fourier": {**_SMALL, **_DECODER["smoke"]},
               "gaussian_fourier": {**_SMALL, **_DECODER["smoke"], "ema": 0.9},
-              "scent": {**_SMALL, **_DECODER["smoke"]},
+              "scent": {**_SMALL, **_DECODER["smoke"], "ema": 0.9},
               "flow_sparse": {**_SMALL, "model.hidden": 32, "model.mixer_depth": 1, "model.noise_features": 64,
                               "model.grid_blocks": 2, "model.grid_width": 16, "options.estimate_steps": 5},
               "volume": {**_SMALL, **_DECODER["smoke"], "model.input_size": [16, 16, 16], "batch_size": 4,
@@ -117,7 +120,7 @@ PROFILES = {
     "cpu": {name: {} for name in CONFIGS},
     "full": {"standard_fourier": {**_LARGE, **_DECODER["full"]},
              "gaussian_fourier": {**_LARGE, **_DECODER["full"], "ema": 0.999},
-             "scent": {**_LARGE, **_DECODER["full"]},
+             "scent": {**_LARGE, **_DECODER["full"], "ema": 0.999},
              "flow_sparse": {**_LARGE, "model.num_lp": 128, "model.hidden": 256, "model.mixer_depth": 4,
                              "model.grid_blocks": 12, "model.grid_width": 128, "steps": 70_300, "lr": 1e-4,
                              "options.estimate_steps": 7_030},

@@ -250,7 +250,7 @@ class GEGLU(nn.Module):
 
 
 class SCENTDecoder(nn.Module):
-    config_class, returns_features = SCENTConfig, False
+    config_class, returns_features = SCENTConfig, True
     """SCENT-style decoder: query Fourier features -> n_blocks x [pre-norm cross-attention to the
     latents with a skip of the query features, then a GEGLU feed-forward], optionally after
     ``latent_blocks`` self-attention blocks over the latents (M tokens, once per decode). Queries
@@ -270,7 +270,10 @@ class SCENTDecoder(nn.Module):
         self.locality = _locality(c, lattice)
         self.head = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, out_dim))
 
-    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False):
+    def forward(self, latents, coords, *, lp_coords=None, tokens=None, cell=None, return_attention=False,
+                return_features=False):
+        """-> (B, Q, out_dim), then (when asked) the features before the head (B, Q, hidden) and the
+        first block's attention weights (B, heads, Q, M)."""
         if self.latent_proc is not None:
             latents = self.latent_proc(latents)
         h = self.embed(self.ff(coords))
@@ -283,8 +286,8 @@ class SCENTDecoder(nn.Module):
             w = wi if i == 0 else w        # the first block's weights, when asked
             h = h + a                      # the skip keeps the query's own features
             h = h + ff(h)
-        out = self.head(h)
-        return (out, w) if return_attention else out
+        extra = (h,) * return_features + (w,) * return_attention
+        return (self.head(h), *extra) if extra else self.head(h)
 
 
 def _token_reader(c, latent_dim, token_grid):

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint of any task on the test split; writes eval.json and a figure.
 
     python -m ginr_common.evaluate --checkpoint checkpoints/<run>/best.pt [--data photos] [--sizes 64 128]
-    python -m ginr_common.evaluate --checkpoint checkpoints/<flow run>/best.pt [--k 16 --steps 8 --solver euler]
+    python -m ginr_common.evaluate --checkpoint checkpoints/<flow run>/best.pt [--k 16 --steps 8 --solver exponential]
 
 Reconstruction and super-resolution models: mean per-image PSNR and SSIM (predictions clamped to
 [0, 1], data range 1, scikit-image's SSIM) on the test split at native resolution, and renders of
@@ -22,6 +22,7 @@ from ginr_common._io import write_json
 from ginr_common.checkpoints import load_checkpoint
 from ginr_common.configs import default_data, get_config, train_config_from_checkpoint
 from ginr_common.data import load_dataset, load_sr_pairs
+from ginr_common.flow.sampler import SOLVERS
 from ginr_common.tasks import make_task
 
 
@@ -77,7 +78,8 @@ def main(argv=None):
     p.add_argument("--n-images", type=int, default=32, help="flow models: test tiles at the input size")
     p.add_argument("--k", type=int, default=16, help="flow models: samples per image (posterior mean)")
     p.add_argument("--steps", type=int, default=8, help="flow models: ODE steps")
-    p.add_argument("--solver", default="euler", choices=["euler", "heun"], help="flow models: ODE solver")
+    p.add_argument("--solver", default="exponential", choices=SOLVERS,
+                   help="flow models: ODE solver (see ginr_common.flow.sampler)")
     p.add_argument("--n-hr", type=int, default=8, help="flow models: HR test crops for the zero-shot renders")
     a = p.parse_args(argv)
     options = {"sizes": tuple(a.sizes)} if a.sizes else {}

@@ -41,6 +41,16 @@ def total_variation(images):
     return dy + dx
 
 
+def chroma(images):
+    """The colour of RGB images (B, 3, H, W) without their brightness (B, 2, H, W): B - Y and R - Y,
+    Y the BT.601 luma. Its ``total_variation`` measures colour grain."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"chroma takes RGB images (B, 3, H, W), got shape {tuple(images.shape)}")
+    r, g, b = images.clamp(0, 1).unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([b - y, r - y], 1)
+
+
 def grid_artifact(pred, target, period):
     """How much of the error sits at the spatial period ``period`` (in pixels of ``pred``: the
     patch grid's period at this resolution): power of the error spectrum at the frequencies

@@ -46,8 +46,8 @@ class GINRConfig:
         self.input_size = tuple(self.input_size)
         self.decoder = decoder_config(self.decoder)
         if self.pixel_filter and not returns_features(self.decoder):
-            raise ValueError(f"pixel_filter={self.pixel_filter} needs a decoder that returns its features (the local "
-                             f"or neighbour decoder), got {type(self.decoder).__name__}: set pixel_filter=0")
+            raise ValueError(f"pixel_filter={self.pixel_filter} needs a decoder that returns its features (the local, "
+                             f"neighbour or SCENT decoder), got {type(self.decoder).__name__}: set pixel_filter=0")
 
     @property
     def reads_tokens(self):
@@ -128,9 +128,10 @@ class MambaGINR(nn.Module):
     def _decode_chunk(self, lps, coords, tokens, cell, images, taps, kw):
         if self.pixel_filter is None:
             return self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell, **kw)
-        out, feats = self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell,
-                                  return_features=True, **kw)
-        return out + self.pixel_filter(feats, images, coords, cell, taps=taps)
+        out, feats, *attention = self.decoder(lps, coords, lp_coords=self.lp_coords, tokens=tokens, cell=cell,
+                                              return_features=True, **kw)
+        out = out + self.pixel_filter(feats, images, coords, cell, taps=taps)
+        return (out, *attention) if attention else out
 
     @torch.no_grad()
     def render(self, images, size):

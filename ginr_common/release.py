@@ -3,6 +3,7 @@
     python -m ginr_common.release --names standard_fourier --seed 0     # train or reuse, evaluate, write
     python -m ginr_common.release --verify                              # re-measure every shipped number
     python -m ginr_common.release --readme                              # rewrite the README's results block
+    python -m ginr_common.release --names flow_sparse --reevaluate      # re-measure with today's evaluation
 
 For each name: train (or reuse, or resume) its cpu-profile run in checkpoints/<name>-<hash>,
 evaluate the run's best.pt on the held-out test photographs, and write
@@ -12,7 +13,9 @@ the commit of the code, the sha256 of each weights file (checked at every load),
 options and every number it measured (``results``). ``--verify`` evaluates the shipped weights
 again with those options and compares every number with the manifest's (``TOLERANCE``); the
 README's results block is generated from the manifests (``readme_block``) and a test keeps the
-two equal.
+two equal. ``--reevaluate`` evaluates the shipped weights (untouched) with the current evaluation
+code and its default options (``--solver`` for a flow model) and records those results in the
+manifest with the commit that measured them (``evaluation_commit``).
 """
 import argparse
 import json
@@ -32,6 +35,7 @@ from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, flat, load_checkpoint,
 from ginr_common.configs import config_json, default_data, get_config, run_name
 from ginr_common.data import load_dataset, load_sr_pairs
 from ginr_common.evaluate import evaluate_checkpoint, evaluate_model
+from ginr_common.flow.sampler import SOLVERS
 from ginr_common.metrics import psnr
 from ginr_common.tasks.sparse_flow import observe
 from ginr_common.viz import image_row
@@ -119,6 +123,20 @@ def release(name, seed=0, profile="cpu"):
         "seconds_to_build": round(time.time() - t0),
     }
     return save_pretrained(model, WEIGHTS / name, manifest)
+
+
+def reevaluate(name, **changes):
+    """Evaluate the shipped weights of ``name`` (unchanged) again with the current evaluation, the
+    manifest's options updated by ``changes``, and record the results in its manifest (with
+    ``evaluation_commit``). Returns the manifest's path."""
+    manifest = pretrained_manifest(name)
+    old = manifest["results"]
+    results = measure(load_pretrained(name), name, {**eval_options(old), **changes})
+    manifest["results"] = {**{k: old[k] for k in ("checkpoint", "step", "data") if k in old}, **results}
+    manifest["evaluation_commit"] = commit()
+    path = WEIGHTS / name / "manifest.json"
+    write_text(path, json.dumps(manifest, indent=1))
+    return path
 
 
 NOTEBOOKS = {"standard_fourier": ("01", "01_standard_fourier.ipynb", "standard Fourier features + ResidualBlocks"),
@@ -224,12 +242,21 @@ def main(argv=None):
     p.add_argument("--verify", action="store_true",
                    help="re-measure the shipped models of --names against their manifests (exit 1 on a difference)")
     p.add_argument("--readme", action="store_true", help="only rewrite the README's results block from the manifests")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="evaluate the shipped weights of --names again with the current evaluation; rewrite their "
+                        "manifests' results (the weights are untouched)")
+    p.add_argument("--solver", default=None, choices=SOLVERS, help="with --reevaluate, flow models: the ODE solver")
     a = p.parse_args(argv)
     if a.teaser:
         print(teaser(a.teaser), file=sys.stderr)
         return
     if a.readme:
         print(write_readme(), file=sys.stderr)
+        return
+    if a.reevaluate:
+        for name in a.names:
+            changes = {"solver": a.solver} if a.solver and "solver" in pretrained_manifest(name)["results"] else {}
+            print(f"{name}: {reevaluate(name, **changes)}", file=sys.stderr)
         return
     if a.verify:
         failed = False

@@ -216,6 +216,18 @@ def test_pixel_filter_model_needs_images_and_the_local_decoder(seed):
     assert model.render(x, (48, 48)).shape == (1, 3, 48, 48)
     with pytest.raises(ValueError, match="pixel_filter=4 needs a decoder that returns its features"):
         GINRConfig(**{**SMALL, "pixel_filter": 4}, decoder=DEC["lainr"])
+    # SCENT returns its features too: the filter adds to its output, and its attention still comes back
+    scent = MambaGINR(GINRConfig(**{**SMALL, "pixel_filter": 4}, decoder=DEC["scent"])).eval()
+    with torch.no_grad():
+        scent.pixel_filter.net[-1].weight.normal_(generator=torch.Generator().manual_seed(seed))
+        z, q = scent.encode(x), make_grid((8, 8))
+        out, w = scent.decode(z, q, images=x, return_attention=True)
+        plain, feats = scent.decoder(z[:, :scent.config.num_lp], q[None], lp_coords=scent.lp_coords,
+                                     tokens=z[:, scent.config.num_lp:] if scent.config.reads_tokens else None,
+                                     cell=torch.full((1, 64, 2), 1 / 32), return_features=True)
+    assert w.shape[-1] == scent.config.num_lp and out.shape == (1, 64, 3)
+    assert torch.allclose(out, plain + scent.pixel_filter(feats, x, q[None], torch.full((1, 64, 2), 1 / 32)), atol=1e-6)
+    assert (out - plain).abs().max() > 1e-4
 
 
 def test_neighbour_reader_pools_the_k_nearest_points_in_float64(seed):

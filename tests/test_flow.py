@@ -15,6 +15,7 @@ from ginr_common.data import sparse_masks
 from ginr_common.curves import curve_index, curve_orders
 from ginr_common.encoder import EncodedPoints
 from ginr_common.flow import Context, FlowConfig, SparseFieldFlow, coordinate_noise, default_cell, flow_matching_loss
+from ginr_common.flow import bridge
 from ginr_common.flow.estimate import rasterise, read_grid
 from ginr_common.flow.sampler import solve
 from ginr_common.baselines import interpolate_sparse
@@ -98,7 +99,12 @@ def test_objective_matches_its_definition_in_float64(local_spread, seed):
     # one Euler step from x0 = mu + noise_scale a z lands on the prediction at t = 0
     x0 = mu + model.config.noise_scale * (1 if a is None else a) * b["z"]
     context = model.context(b["obs_coords"], b["obs_values"], b["query_coords"], b["cell"])
-    assert torch.allclose(solve(model, context, b["z"], steps=1), ((model.denoise(ctx, x0, 0.0) + 1) / 2).clamp(0, 1))
+    assert torch.allclose(solve(model, context, b["z"], steps=1, solver="euler"),
+                          ((model.denoise(ctx, x0, 0.0) + 1) / 2).clamp(0, 1))
+    # one exponential step: w = (x - mu) / sigma moves by a quarter turn of phi times F, x1 = mu + sigma(1) w
+    sig0, sig1 = model.config.noise_scale * (1 if a is None else a), sr
+    x1_exp = mu + sig1 * ((x0 - mu) / sig0 + math.pi / 2 * model.network(ctx, x0, 0.0))
+    assert torch.allclose(solve(model, context, b["z"], steps=1), ((x1_exp + 1) / 2).clamp(0, 1))
 
 
 def test_local_spread_settles_on_the_residuals_rms(seed):
@@ -299,6 +305,56 @@ def test_samplers_follow_the_analytic_gaussian_flow(solver, tol, seed):
     assert 2 ** order * 0.7 < errs[0] / errs[1] < 2 ** order * 1.4, errs
 
 
+def test_angle_is_the_time_in_which_the_flow_is_linear_in_float64():
+    """dphi/dt = r s / sigma(t)^2 (so dw/dphi = F for w = (x_t - mu) / sigma), a quarter turn from
+    t = 0 to 1, and angle_times spaces the steps equally in phi."""
+    r, s, h = 0.15, 0.08, 1e-6
+    t = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    dphi = (bridge.angle(t + h, r, s) - bridge.angle(t - h, r, s)) / (2 * h)
+    assert torch.allclose(dphi, r * s / bridge.sigma(t, r, s) ** 2, rtol=1e-6)
+    assert float(bridge.angle(1.0, r, s) - bridge.angle(0.0, r, s)) == pytest.approx(math.pi / 2, rel=1e-12)
+    ts = bridge.angle_times(8, r, s)
+    assert ts[0] == 0 and ts[-1] == 1 and (ts.diff() > 0).all()
+    assert torch.allclose(bridge.angle(ts, r, s).diff(), torch.full((8,), math.pi / 16, dtype=torch.float64))
+    spread = torch.rand(5, dtype=torch.float64) + 0.5
+    assert torch.allclose(bridge.sigma(t[:5], r, s, spread), spread * bridge.sigma(t[:5], r, s))
+
+
+def test_exponential_solver_is_exact_on_the_gaussian_part_and_converges_to_the_ode(seed):
+    """float64, a fresh model with a spread per query. With the network's output zeroed the flow
+    is that of a Gaussian field, and the exponential solver lands on mu + r * spread * z at any
+    number of steps (Euler's draw moves with the steps); with the network, its draws approach the
+    ODE's solution (Euler in t with 256 steps) at first order as the steps double."""
+    model = SparseFieldFlow(small(grid_blocks=2, local_spread=True, residual_std=0.15, noise_scale=0.08)).double()
+    with torch.no_grad():      # a spread that varies over the queries
+        model.refiner.out.bias[3:] = torch.tensor([0.4, -0.3, 0.1], dtype=torch.float64)
+        model.refiner.out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
+        model.head[1].weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed + 1))
+    oc, ov = (x.double() for x in _obs())
+    qc = torch.rand(2, 24, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ctx = model.context(oc, ov, qc)
+    assert ctx.spread.std() > 0.05
+    z = model.noise(ctx.query_coords, torch.Generator().manual_seed(seed))
+    draw = {}
+    for solver, steps in (("exponential", 4), ("exponential", 8), ("exponential", 16), ("euler", 8), ("euler", 256)):
+        draw[solver, steps] = 2 * solve(model, ctx, z, steps, solver) - 1
+    exact = model.network
+    model.network = lambda ctx, x, t: torch.zeros_like(x)
+    gauss = (ctx.mu + model.config.residual_std * ctx.spread * z).clamp(-1, 1)
+    for steps in (1, 3, 8, 32):
+        assert torch.allclose(2 * solve(model, ctx, z, steps, "exponential") - 1, gauss, atol=1e-12)
+    eu = [(2 * solve(model, ctx, z, n, "euler") - 1 - gauss).abs().max() for n in (8, 32)]
+    assert eu[0] > 1e-3 and eu[1] > 1e-4                 # Euler in t misses it, by less as the steps grow
+    model.network = exact
+    ref = draw["euler", 256]
+    err = [float((draw["exponential", n] - ref).abs().max()) for n in (4, 8, 16)]
+    assert err[-1] < 0.025, err
+    assert all(1.5 < a / b < 2.8 for a, b in zip(err[:-1], err[1:])), err   # first order
+    assert float((draw["euler", 8] - ref).abs().max()) > 2 * err[1]          # and closer than Euler at 8 steps
+    with pytest.raises(ValueError, match="solver must be one of"):
+        solve(model, ctx, z, 8, "rk4")
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_hilbert_curve_visits_every_pixel_through_neighbours(transpose):
     """On a 2^k grid, consecutive pixels along the curve are always 4-neighbours, and every pixel
@@ -337,6 +393,29 @@ def test_noise_field_is_one_gaussian_process_in_float64():
     d = torch.tensor([0, 0.5, 1.0], dtype=torch.float64)   # pixels from the first point
     assert torch.allclose(cov[0, :3], torch.exp(-d ** 2 / (2 * length ** 2)), atol=0.06), cov[0]
     assert abs(cov[0, 3]) < 0.06 and abs(z.mean()) < 0.05
+
+
+def test_noise_channels_correlate_by_channel_corr_in_float64():
+    """channel_corr: every pair of channels correlates by it, each channel stays N(0, 1), the
+    field stays one field over the queries; 0 draws what it drew before the option existed."""
+    c = torch.rand(1, 6, 2, dtype=torch.float64)
+    z = coordinate_noise(c.expand(4000, -1, -1), (8, 8), 3, torch.Generator().manual_seed(2), 0.5,
+                         channel_corr=0.8).reshape(-1, 3)
+    corr = torch.corrcoef(z.T)
+    assert torch.allclose(corr[~torch.eye(3, dtype=torch.bool)], torch.tensor(0.8, dtype=torch.float64), atol=0.02)
+    assert torch.allclose(z.std(0), torch.ones(3, dtype=torch.float64), atol=0.03)
+    g = torch.Generator().manual_seed(3)
+    w, b, a = torch.randn(1, 64, 2, generator=g) / 0.5, torch.rand(1, 64, generator=g) * 2 * math.pi, \
+        torch.randn(1, 64, 3, generator=g)
+    u = c.float() * torch.tensor([8.0, 8.0])
+    plain_field = math.sqrt(2 / 64) * torch.cos(torch.einsum("bqd,bfd->bqf", u, w) + b[:, None]) @ a
+    assert torch.allclose(coordinate_noise(c.float(), (8, 8), 3, torch.Generator().manual_seed(3), 0.5, 64),
+                          plain_field, atol=1e-6)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="channel_corr must be in"):
+            coordinate_noise(c, (8, 8), 3, None, channel_corr=bad)
+    with pytest.raises(ValueError, match="noise_channel_corr must be in"):
+        small(noise_channel_corr=1.5)
 
 
 def test_velocity_is_joint_over_the_queries_and_order_free(seed):

@@ -16,7 +16,7 @@ from ginr_common.configs import (CONFIGS, PROFILES, config_json, default_data, g
                                  train_config_from_checkpoint, with_settings)
 from ginr_common.data import ImageTensorDataset, load_dataset, resize
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import psnr, ssim
+from ginr_common.metrics import chroma, psnr, ssim, total_variation
 from ginr_common.tasks import batch_indices, make_task, shard
 from ginr_common import viz
 from ginr_common.train import fit, lr_factor
@@ -117,11 +117,11 @@ def test_print_config_shows_the_resolved_configuration():
     r = run("--config", "scent", "--profile", "cpu", "--print-config")
     shown = json.loads(r.stdout)
     assert shown["model"]["decoder"]["kind"] == "scent" and shown["steps"] == get_config("scent", "cpu").steps
-    assert shown["task"] == "recon" and shown["model"]["decoder"]["locality"] is True
+    assert shown["task"] == "sr" and shown["model"]["input_skip"] is True and shown["model"]["decoder"]["locality"] is True
 
 
-# one config per task and training loop: recon (standard_fourier; scent differs only in its decoder), sr
-# (gaussian_fourier; the volume config trains the same task and loop) and the flow
+# one config per task and training loop: recon (standard_fourier), sr (gaussian_fourier; scent and the volume
+# config train the same task and loop) and the flow
 @pytest.mark.parametrize("name", ["standard_fourier", "gaussian_fourier", "flow_sparse"])
 def test_resume_after_hard_kill_matches_uninterrupted_run(name, tmp_path):
     def go(folder, kill_at, log):
@@ -354,6 +354,24 @@ def test_metrics():
     assert psnr(torch.full((1, 1, 4, 4), 2.0), torch.full((1, 1, 4, 4), 0.9)).item() == pytest.approx(20.0, abs=1e-3)
     assert torch.allclose(ssim(x, x), torch.ones(3, dtype=torch.float64))
     assert (ssim(torch.full_like(x, 0.5), x) < 0.2).all()
+
+
+def test_chroma_is_colour_without_brightness():
+    """chroma = (B - Y, R - Y) with BT.601 luma: zero on grey images whatever their brightness (so a
+    grain of brightness leaves its total variation at zero), the difference to the luma otherwise."""
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(2, 1, 8, 8, generator=g).expand(-1, 3, -1, -1)
+    assert chroma(grey).abs().max() < 1e-6 and float(total_variation(chroma(grey)).max()) < 1e-6
+    x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    assert torch.allclose(chroma(x), torch.stack([x[:, 2] - y, x[:, 0] - y], 1))
+    smooth = torch.linspace(0.2, 0.8, 8, dtype=torch.float64).expand(2, 3, 8, 8) * torch.tensor([1.0, 0.8, 0.6],
+                                                                                                  dtype=torch.float64)[:, None, None]
+    grain = 0.05 * torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    assert (total_variation(chroma(smooth + grain)) > 2 * total_variation(chroma(smooth))).all()   # colour grain
+    assert torch.allclose(total_variation(chroma(smooth + grain[:, :1])), total_variation(chroma(smooth)))  # brightness
+    with pytest.raises(ValueError, match=r"RGB images \(B, 3, H, W\), got shape \(2, 1, 8, 8\)"):
+        chroma(grey[:, :1])
 
 
 def test_multiscale_batches_are_reproducible_and_supervise_hr(seed):

@@ -23,6 +23,32 @@ def scalings(t, residual_std, noise_scale, spread=None):
     return var.rsqrt(), t * r ** 2 / var, r * s * (1 - t) / var.sqrt()
 
 
+def sigma(t, residual_std, noise_scale, spread=None):
+    """The spread of x_t - mu at times t if x1 - mu were N(0, r^2): sqrt((t r)^2 + ((1 - t) s)^2),
+    scaled by ``spread`` (per query) when given."""
+    var = (t * residual_std) ** 2 + ((1 - t) * noise_scale) ** 2
+    return var ** 0.5 if spread is None else spread * var ** 0.5
+
+
+def angle(t, residual_std, noise_scale):
+    """phi(t) = atan(((r^2 + s^2) t - s^2) / (r s)): the time in which the flow is linear in the
+    network's output. With y = x_t - mu and w = y / sigma(t), the ODE is dw/dphi = F exactly (the
+    part c_skip (x_t - mu) of x1_hat, the flow of a Gaussian field, is carried by sigma), and phi
+    runs from -atan(s / r) at t = 0 to atan(r / s) at t = 1, a quarter turn; a spread per query
+    scales r and s alike and leaves phi unchanged."""
+    r, s = residual_std, noise_scale
+    return torch.atan(((r * r + s * s) * torch.as_tensor(t, dtype=torch.float64) - s * s) / (r * s))
+
+
+def angle_times(steps, residual_std, noise_scale):
+    """``steps`` + 1 times (float64) from 0 to 1, equally spaced in ``angle``."""
+    r, s = residual_std, noise_scale
+    phi = torch.linspace(float(angle(0.0, r, s)), float(angle(1.0, r, s)), steps + 1, dtype=torch.float64)
+    t = (s * s + r * s * torch.tan(phi)) / (r * r + s * s)
+    t[0], t[-1] = 0.0, 1.0
+    return t
+
+
 def start(mu, z, noise_scale, spread=None):
     """x0 = mu + noise_scale * spread * z: where the bridge starts."""
     return mu + noise_scale * (1 if spread is None else spread) * z

@@ -24,6 +24,7 @@ class FlowConfig:
     residual_std: float = 0.15     # assumed spread of x1 - mu, for the preconditioning (bridge.scalings)
     noise_length: float = 0.5      # correlation length of the noise field, base pixels
     noise_features: int = 512
+    noise_channel_corr: float = 0.0  # correlation of the noise field's channels (0: independent)
     mu_weight: float = 4.0         # weight of the MSE on mu in the training loss
     grid_blocks: int = 6           # residual 3x3 convolution blocks of the grid refiner (0: none)
     grid_width: int = 64           # channels of the grid refiner
@@ -39,6 +40,8 @@ class FlowConfig:
         for k in ("neighbours", "noise_features", "hidden", "dim"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if not 0 <= self.noise_channel_corr < 1:
+            raise ValueError(f"noise_channel_corr must be in [0, 1), got {self.noise_channel_corr}")
         if self.guide not in ("normconv", "linear"):
             raise ValueError(f"guide must be 'normconv' or 'linear', got {self.guide!r}")
         if self.grid_blocks < 0 or self.grid_width < 1:

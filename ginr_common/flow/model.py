@@ -11,7 +11,7 @@ from ginr_common.encoder import EncodedPoints, PointEncoder
 from ginr_common.flow import bridge, sampler
 from ginr_common.flow.config import FlowConfig
 from ginr_common.flow.estimate import GridRefiner, guide, normalised_convolution, rasterise, read_grid
-from ginr_common.flow.noise import coordinate_noise
+from ginr_common.flow.noise import noise_for
 from ginr_common.fourier import make_grid
 from ginr_common.inputs import as_coords, as_unit_range
 from ginr_common.mamba import BiMamba, EncoderBlock
@@ -254,8 +254,7 @@ class SparseFieldFlow(nn.Module):
     # ------------------------------------------------------------------ drawing
     def noise(self, coords, generator=None):
         """z at coords (B, Q, d): the model's noise field (``flow.noise``), fixed by the generator."""
-        c = self.config
-        return coordinate_noise(coords, c.input_size, c.in_channels, generator, c.noise_length, c.noise_features)
+        return noise_for(self.config, coords, generator)
 
     @torch.no_grad()
     def context(self, obs_coords, obs_values, query_coords, cell=None, hold_known=False):
@@ -276,7 +275,7 @@ class SparseFieldFlow(nn.Module):
         return ((self.context(obs_coords, obs_values, query_coords, cell).mu + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
-    def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="euler", generator=None,
+    def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="exponential", generator=None,
                hold_known=False, cell=None):
         """One draw (B, Q, C) in [0, 1]: ``samples(..., k=1)[0]``."""
         return self.samples(obs_coords, obs_values, query_coords, 1, generator, steps=steps, solver=solver,

@@ -29,9 +29,10 @@ import torch
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.curves import take_rows
 from ginr_common.data import resize, sparse_masks
-from ginr_common.flow import FlowConfig, coordinate_noise, flow_matching_loss
+from ginr_common.flow import FlowConfig, flow_matching_loss
+from ginr_common.flow.noise import noise_for
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import masked_psnr, psnr, ssim, total_variation
+from ginr_common.metrics import chroma, masked_psnr, psnr, ssim, total_variation
 from ginr_common.tasks.base import Task
 from ginr_common.viz import image_grid, sparse_figure, zero_shot_figure
 
@@ -114,7 +115,7 @@ class SparseFlowTask(Task):
         if estimating:     # no time, no noise: the refiner's estimate alone
             return out
         return {**out, "t": 1 - (1 - torch.rand(B, generator=g)) ** opt.time_power,
-                "z": coordinate_noise(queries, size, mcfg.in_channels, g, mcfg.noise_length, mcfg.noise_features)}
+                "z": noise_for(mcfg, queries, g)}
 
     def loss(self, net, batch):
         """The flow-matching loss (``flow.bridge.flow_matching_loss``) of the batch's stage: a batch
@@ -143,7 +144,7 @@ class SparseFlowTask(Task):
         shown = x * (~unobserved).reshape(len(x), 1, *x.shape[2:])
         return image_grid(torch.cat([shown, as_image(y), x]), len(x))
 
-    def evaluate(self, model, datasets, progress=True, sr_pairs=None, n_images=32, k=16, steps=8, solver="euler",
+    def evaluate(self, model, datasets, progress=True, sr_pairs=None, n_images=32, k=16, steps=8, solver="exponential",
                  sizes=(64, 128), n_hr=8, k_hr=4, independent=False):
         """At the input size, on ``n_images`` test tiles spread over the test split: the model's
         estimate, one sample and the means of 4 and ``k`` samples in antithetic pairs (free; holding the
@@ -212,17 +213,23 @@ def sample_psnr(model, images, k=4, steps=8, seed=0):
                               for x in xs]).mean())
 
 
+def tv_ratios(pred, truth):
+    """{"tv_ratio": total variation of pred over truth's, "chroma_tv_ratio": the same of their
+    colour (``metrics.chroma``; RGB only)}, means over the images. Speckle raises them, blur lowers them."""
+    ratio = lambda f: float((total_variation(f(pred)) / total_variation(f(truth)).clamp_min(1e-8)).mean())  # noqa: E731
+    return {"tv_ratio": ratio(lambda x: x), **({"chroma_tv_ratio": ratio(chroma)} if truth.shape[1] == 3 else {})}
+
+
 def _scores(pred, images, unobserved, with_ssim):
     out = {"psnr": float(psnr(pred, images).mean()),
-           "psnr_unobserved": float(masked_psnr(pred, images, unobserved).mean()),
-           "tv_ratio": float((total_variation(pred) / total_variation(images).clamp_min(1e-8)).mean())}
+           "psnr_unobserved": float(masked_psnr(pred, images, unobserved).mean()), **tv_ratios(pred, images)}
     if with_ssim:
         out["ssim"] = float(ssim(pred, images).mean())
     return out
 
 
 @torch.no_grad()
-def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="euler", hold_known=False, seed=0,
+def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="exponential", hold_known=False, seed=0,
                     baselines=False, with_ssim=False, batch_size=32, progress=False, antithetic=True):
     """Sparse-field reconstruction of ``images`` (B, C, H, W) at the model's input size from the
     evaluation masks. Rows: ``sample`` (one sample), ``mean_k`` (the mean of the first k samples
@@ -259,7 +266,24 @@ def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="euler", hold_
 
 
 @torch.no_grad()
-def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 128), k=4, steps=8, solver="euler", seed=0,
+def one_sample_by_steps(model, images, steps=(8, 16, 32), solver="exponential", seed=0):
+    """How one sample of ``images`` (B, C, H, W) changes as the solver refines: at each number of
+    ``steps``, from the same noise and the evaluation masks, the PSNR on the unobserved pixels and
+    the (chroma) total-variation ratios to the truth of one draw, averaged over an antithetic pair
+    (z and -z) -> {steps: scores}. A flow that converges gives nearly the same scores at every count."""
+    model.eval()
+    B, C, H, W = images.shape
+    oc, ov, grid, unobserved = observe(images, model.config.observe_frac)
+    out = {}
+    for n in steps:
+        xs = model.samples(oc, ov, grid, k=2, generator=torch.Generator().manual_seed(seed), steps=n, solver=solver)
+        scores = [_scores(x.transpose(1, 2).reshape(B, C, H, W), images, unobserved, False) for x in xs]
+        out[n] = {key: sum(sc[key] for sc in scores) / 2 for key in scores[0]}
+    return out
+
+
+@torch.no_grad()
+def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 128), k=4, steps=8, solver="exponential", seed=0,
                               batch_size=4, antithetic=True):
     """Observe the evaluation mask of each input ``lr``, sample at each size (one noise field for
     every size) and compare with the real HR crop resized to that size; baseline: bicubic
@@ -283,9 +307,8 @@ def evaluate_sparse_zero_shot(model, lr, hr, sizes=(64, 128), k=4, steps=8, solv
         mean, first = img(torch.cat(means)), img(torch.cat(firsts))
         b = bicubic(lin, (s, s))
         gt = hr if s == hr.shape[-1] else resize(hr, (s, s))
-        tv = total_variation(gt).clamp_min(1e-8)
         res[str(s)] = {name: {"psnr": float(psnr(p, gt).mean()), "ssim": float(ssim(p, gt).mean()),
-                              "tv_ratio": float((total_variation(p) / tv).mean())}
+                              **tv_ratios(p, gt)}
                        for name, p in ((f"mean_{k}", mean), ("sample", first), ("linear+bicubic", b))}
         renders[s] = (b, first, mean, gt)
     return res, renders
