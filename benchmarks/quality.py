@@ -106,10 +106,11 @@ VARIANTS = {   # name: (config, change, what it tests)
                                  "4x4 patches, 128 input-grid + 256 HR pixels per image and step, 3000 steps"),
     "sf/no-filter": ("standard_fourier", _first(_set(model_pixel_filter=0)),
                      "without the pixel filter: the colour from the LPs and patch tokens alone"),
-    "scent": ("scent", None, "notebook 3: SCENT cross-attention + locality bias + the 4 nearest patch tokens"),
+    "scent": ("scent", None, "notebook 3: SCENT cross-attention + locality bias + the 4 nearest patch tokens, a "
+                             "residual over bicubic + 8x8 pixel filter, moving average of the weights"),
     "scent/no-tokens": ("scent", _dec(local_tokens=False), "SCENT reading the LPs only (global attention)"),
-    "scent/previous": ("scent", _set(task="recon", model_input_skip=False, ema=0.0),
-                       "the previous release: the image decoded from scratch (no residual over bicubic), the last "
+    "scent/previous": ("scent", _set(task="recon", model_input_skip=False, model_pixel_filter=0, ema=0.0),
+                       "the previous release: the image decoded from scratch (no residual over bicubic, no pixel filter), the last "
                        "weights (no moving average), selected on reconstruction"),
 }
 MAIN = ["sf", "gf", "scent"]
