@@ -101,7 +101,7 @@ def test_cli_trains_and_evaluates_every_config(name, tmp_path):
     # the checkpoint reproduces the validation number training recorded
     data = load_dataset(default_data(cfg), size=cfg.model.input_size, channels=cfg.model.in_channels)
     assert make_task(cfg).validate(model, data) == pytest.approx(m["best_val_psnr"], abs=1e-4)
-    extra = ["--n-images", "4", "--k", "2", "--steps", "2"] if name == "flow_sparse" else []
+    extra = ["--n-images", "4", "--k", "2", "--steps", "2", "--n-hr", "2"] if name == "flow_sparse" else []
     run("--checkpoint", str(tmp_path / "best.pt"), *extra, module="ginr_common.evaluate")
     ev = json.loads((tmp_path / "eval.json").read_text())
     if name == "flow_sparse":
