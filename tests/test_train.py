@@ -188,7 +188,7 @@ def test_resume_refuses_a_different_run_naming_the_fields(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)data\.n: \d+ in the checkpoint, 200 asked.*data\.sha256"):
         fit(cfg, out=tmp_path, datasets=fewer, resume=True, progress=False)
     model = single_scale("scent")
-    model.steps = 10
+    model.steps, model.task = 10, "recon"     # notebook 3 trains the sr task, which needs HR crops
     with pytest.raises(ValueError, match=r"train\.model\.decoder\.kind: local in the checkpoint, scent asked"):
         fit(model, out=tmp_path, datasets=data, resume=True, progress=False)
     # the same run resumes; a fresh run overwrites
