@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ginr_common._io import write_text
+from ginr_common._io import write_json, write_text
 from ginr_common.baselines import bicubic, interpolate_sparse
 from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, flat, load_checkpoint, load_pretrained, pretrained_manifest,
                                      save_pretrained)
@@ -134,9 +134,7 @@ def reevaluate(name, **changes):
     results = measure(load_pretrained(name), name, {**eval_options(old), **changes})
     manifest["results"] = {**{k: old[k] for k in ("checkpoint", "step", "data") if k in old}, **results}
     manifest["evaluation_commit"] = commit()
-    path = WEIGHTS / name / "manifest.json"
-    write_text(path, json.dumps(manifest, indent=1))
-    return path
+    return write_json(manifest, WEIGHTS / name / "manifest.json")
 
 
 NOTEBOOKS = {"standard_fourier": ("01", "01_standard_fourier.ipynb", "standard Fourier features + ResidualBlocks"),

@@ -37,11 +37,12 @@ def solve(model, context, z, steps=8, solver="exponential"):
         c = model.config
         ts = bridge.angle_times(steps, c.residual_std, c.noise_scale)
         dphi = bridge.angle(ts, c.residual_std, c.noise_scale).diff().tolist()
+        ts = ts.tolist()
+        sig = [bridge.sigma(u, c.residual_std, c.noise_scale, ctx.spread) for u in ts]   # once per time
         x = x0
-        for i, (t, t_next) in enumerate(zip(ts[:-1].tolist(), ts[1:].tolist())):
+        for i, t in enumerate(ts[:-1]):
             x = hold(x, t)
-            s_t, s_next = (bridge.sigma(u, c.residual_std, c.noise_scale, ctx.spread) for u in (t, t_next))
-            x = ctx.mu + (s_next / s_t) * (x - ctx.mu) + (s_next * dphi[i]) * model.network(ctx, x, t)
+            x = ctx.mu + (sig[i + 1] / sig[i]) * (x - ctx.mu) + (sig[i + 1] * dphi[i]) * model.network(ctx, x, t)
         return ((hold(x, 1.0) + 1) / 2).clamp(0, 1)
     x, dt = x0, 1.0 / steps
     for i in range(steps):
