@@ -22,8 +22,10 @@ run: $(STAMP)
 	GINR_PROFILE=cpu GINR_TRAIN=1 $(PY) -m jupyter nbconvert --to notebook --execute notebooks/01_standard_fourier.ipynb \
 		--ExecutePreprocessor.timeout=-1 --output-dir checkpoints/standard_fourier
 
+# one pytest worker per core (pytest-xdist), each computing on one thread; a test file or notebook stays on one worker
 test: $(STAMP)
-	GINR_PROFILE=smoke OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -rs --durations=15 tests --nbval-lax notebooks
+	GINR_PROFILE=smoke OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m pytest -q -rs --durations=15 \
+		-n $${TEST_WORKERS:-auto} --dist loadscope tests --nbval-lax notebooks
 
 bench-scan: $(STAMP)
 	$(PY) benchmarks/scan.py

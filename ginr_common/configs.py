@@ -4,7 +4,8 @@ state only what they change.
 
 Configs: ``standard_fourier`` (notebook 1), ``gaussian_fourier`` (notebook 2), ``scent``
 (notebook 3), ``flow_sparse`` (notebook 4), ``volume`` (notebook 5, 3-D). Profiles: ``smoke`` (seconds: CI and the notebooks
-under nbval), ``cpu`` (about ten minutes on two CPU cores; the shipped weights), ``full`` (the
+under nbval), ``cpu`` (about ten minutes on two CPU cores: ``make run``), ``long`` (three times its steps,
+30-50 minutes; super-resolution on random degradations of the inputs), ``full`` (the
 reference configuration's hyperparameters for a GPU: patch 2, width 256, depth 6, 40 epochs of
 45k CIFAR-10 images at batch 64 with 5 warm-up epochs; flow: lr 1e-4, 100 epochs).
 
@@ -118,6 +119,13 @@ PROFILES = {
               "volume": {**_SMALL, **_DECODER["smoke"], "model.input_size": [16, 16, 16], "batch_size": 4,
                          "options.lr_queries": 256}},
     "cpu": {name: {} for name in CONFIGS},
+    # three times the cpu profile's steps (30-50 minutes on two cores); super-resolution trained on random
+    # degradations of its inputs, so that it renders box-averaged, blurred or noisy inputs as well as bicubic-made ones
+    "long": {"standard_fourier": {"steps": 9000, "options.degrade": True},
+             "gaussian_fourier": {"steps": 4500, "options.degrade": True},
+             "scent": {"steps": 4500, "options.degrade": True},
+             "flow_sparse": {"steps": 3000, "options.estimate_steps": 1800},
+             "volume": {"steps": 4500}},
     "full": {"standard_fourier": {**_LARGE, **_DECODER["full"]},
              "gaussian_fourier": {**_LARGE, **_DECODER["full"], "ema": 0.999},
              "scent": {**_LARGE, **_DECODER["full"], "ema": 0.999},

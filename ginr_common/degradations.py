@@ -22,7 +22,8 @@ from ginr_common.data import resize
 KINDS = ("bicubic", "bilinear", "box")
 EVALUATED = {"bicubic": dict(kind="bicubic"), "bilinear": dict(kind="bilinear"), "box": dict(kind="box"),
              "blur + box": dict(kind="box", blur=0.6), "box + noise": dict(kind="box", noise=0.01)}
-BLUR, NOISE = (0.2, 1.0), (0.0, 0.02)   # random_degradation's ranges (each applied to half the images)
+BLUR, NOISE = (0.2, 0.8), (0.0, 0.01)   # random_degradation's ranges of std,
+P_BLUR, P_NOISE = 0.5, 0.25              # and the share of the images each is applied to
 
 
 def degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None):
@@ -55,14 +56,14 @@ def degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None):
 
 def random_degradation(hr, size, generator):
     """A random degradation per image, drawn from ``generator``: a kind from KINDS, a blur of std
-    U(BLUR) output pixels on half the images, noise of std U(NOISE) on half."""
+    U(BLUR) output pixels on a share P_BLUR of the images, noise of std U(NOISE) on P_NOISE."""
     B = len(hr)
     kinds = torch.randint(0, len(KINDS), (B,), generator=generator).tolist()
     u = torch.rand(B, 4, generator=generator).tolist()
     out = []
     for i in range(B):
-        blur = BLUR[0] + (BLUR[1] - BLUR[0]) * u[i][1] if u[i][0] < 0.5 else 0.0
-        noise = NOISE[0] + (NOISE[1] - NOISE[0]) * u[i][3] if u[i][2] < 0.5 else 0.0
+        blur = BLUR[0] + (BLUR[1] - BLUR[0]) * u[i][1] if u[i][0] < P_BLUR else 0.0
+        noise = NOISE[0] + (NOISE[1] - NOISE[0]) * u[i][3] if u[i][2] < P_NOISE else 0.0
         out.append(degrade(hr[i:i + 1], size, KINDS[kinds[i]], blur, noise, generator))
     return torch.cat(out)
 

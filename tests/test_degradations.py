@@ -49,8 +49,16 @@ def test_training_on_random_degradations(seed):
     hr = ImageTensorDataset((torch.rand(16, 3, 128, 128) * 255).to(torch.uint8))
     b1, b2 = task.batch(hr, 3), task.batch(hr, 3)
     assert torch.equal(b1["images"], b2["images"])                      # a step's batch is reproducible
-    plain = make_task(get_config("gaussian_fourier", "smoke")).batch(hr, 3)["images"]
-    assert b1["images"].shape == plain.shape and not torch.equal(b1["images"], plain)
+    plain = make_task(get_config("gaussian_fourier", "smoke")).batch(hr, 3)
+    assert b1["images"].shape == plain["images"].shape and not torch.equal(b1["images"], plain["images"])
+    # the input grid's target is the antialiased downsample of the crops, not the degraded input
+    from ginr_common.fourier import make_grid
+    crops, _, _ = task.images(hr, 3)
+    clean = resize(crops, cfg.model.input_size).flatten(2).transpose(1, 2)
+    n = cfg.options.lr_queries
+    idx = (b1["queries"][0, :n, None] - make_grid(cfg.model.input_size)[None]).abs().sum(-1).argmin(-1)
+    assert torch.equal(b1["target"][:, :n], clean[:, idx])
+    assert not torch.equal(b1["images"].flatten(2).transpose(1, 2)[:, idx], clean[:, idx])
     with pytest.raises(ValueError, match="options.degrade makes the inputs from high-resolution crops"):
         with_settings(get_config("standard_fourier", "smoke"), {"options.degrade": True, "sr_scales": []})
 
@@ -70,3 +78,22 @@ def test_evaluation_reports_the_gain_for_each_degradation(seed):
         assert res["bicubic"][s]["bicubic"] == same[s]["bicubic"]["psnr"]
         assert abs(res["box"][s]["gain"] - (res["box"][s]["model"] - res["box"][s]["bicubic"])) < 1e-9
     assert res["box"]["64"]["bicubic"] != res["bicubic"]["64"]["bicubic"]
+
+
+def test_super_resolution_trained_on_degradations_validates_on_them(seed):
+    """The sr task selects a model trained on random degradations by the mean PSNR over inputs made
+    by each of EVALUATED (bicubic-made inputs alone otherwise)."""
+    from ginr_common.model import MambaGINR
+    from ginr_common.tasks import make_task
+    from ginr_common.tasks.recon import evaluate_degradations, evaluate_sr
+
+    plain_cfg = get_config("gaussian_fourier", "smoke")
+    cfg = with_settings(plain_cfg, {"options.degrade": True})
+    model = MambaGINR(cfg.model).eval()
+    hr = torch.rand(3, 3, 128, 128)
+    datasets = {"val_sr": (resize(hr, (32, 32)), hr)}
+    each = evaluate_degradations(model, hr, (32, 32), (128,))
+    assert make_task(cfg).validate(model, datasets) == pytest.approx(
+        sum(r["128"]["model"] for r in each.values()) / len(EVALUATED), abs=1e-9)
+    plain, _ = evaluate_sr(model, *datasets["val_sr"], (128,), with_ssim=False)
+    assert make_task(plain_cfg).validate(model, datasets) == plain["128"]["model"]["psnr"]

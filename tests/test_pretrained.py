@@ -102,15 +102,17 @@ def test_save_and_from_pretrained_round_trip(tmp_path, seed):
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
-def test_the_cpu_profile_is_what_the_shipped_weights_were_trained_with(name):
-    """The dataclass defaults plus each config's stated differences give exactly the training
-    configuration recorded in its shipped manifest (the defaults are the shipped models)."""
+def test_the_profile_named_in_the_manifest_is_what_the_shipped_weights_were_trained_with(name):
+    """The dataclass defaults plus each config's stated differences plus those of the profile the
+    manifest names give exactly the training configuration recorded in its shipped manifest."""
     from ginr_common.checkpoints import config_dict
     from ginr_common.configs import get_config, train_config_from_checkpoint
 
-    stored = {"train_config": json.loads(pretrained_manifest(name)["train_config"]),
-              "config": config_dict(load_pretrained(name))}
-    assert train_config_from_checkpoint(stored) == get_config(name, "cpu")
+    manifest = pretrained_manifest(name)
+    stored = {"train_config": json.loads(manifest["train_config"]), "config": config_dict(load_pretrained(name))}
+    trained = train_config_from_checkpoint(stored)
+    assert trained == get_config(name, manifest["profile"])
+    assert manifest["training_command"].endswith(f"--profile {manifest['profile']} --seed {trained.seed}")
 
 
 def test_shipped_flow_velocity_is_joint_and_its_sample_coherent():

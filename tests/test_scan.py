@@ -265,3 +265,23 @@ def test_import_does_not_need_mamba_ssm_or_cuda():
                        env={**__import__('os').environ, "CUDA_VISIBLE_DEVICES": ""})
     assert r.returncode == 0, r.stderr
     assert "torch.Size([1, 5, 8])" in r.stdout
+
+
+def test_kernels_match_the_reference_on_two_threads():
+    """``make test``'s workers compute on one thread each; the numba kernels split their channels
+    over threads, so the scan's and the convolution's reference checks run again on two."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    script = ("import sys, numba, pytest\n"
+              "assert numba.get_num_threads() == 2, numba.get_num_threads()\n"
+              "sys.exit(pytest.main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", script, "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+                        f"{here / 'test_scan.py'}::test_channel_blocks_and_strided_inputs",
+                        f"{here / 'test_scan.py'}::test_matches_reference_all_options",
+                        f"{here / 'test_conv.py'}::test_values_and_gradients_match_reference"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+    assert r.returncode == 0 and " passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

@@ -38,7 +38,8 @@ class ReconOptions:
     lr_weight: float = 0.5         # with HR queries: the share of the loss on the input grid (the rest on HR pixels)
     jitter: float = 0.0            # std (in input pixels) of a fresh Gaussian offset per batch of the input-grid queries
     degrade: bool = False          # with sr_scales: inputs are random degradations of the HR crops (blur, bicubic,
-                                   # bilinear or box downsampling, noise) instead of their antialiased bicubic downsample
+                                   # bilinear or box downsampling, noise) instead of their antialiased bicubic downsample,
+                                   # which stays the input grid's target; the sr task then validates on the mix
 
     def check(self, cfg):
         """Raise ValueError when an option is out of range (``cfg``: the TrainConfig holding them)."""
@@ -66,9 +67,13 @@ class ReconstructionTask(Task):
         size = cfg.model.input_size
         hr = None
         if cfg.sr_scales:
-            hr, images = images, random_degradation(images, size, g) if opt.degrade else resize(images, size)
-        B, grid = images.shape[0], make_grid(size)
+            hr, images = images, resize(images, size)
+        # the input grid's target is the antialiased downsample; a degraded input (blurred, noisy, box-averaged)
+        # still asks for it, so the input grid and the HR pixels at scale 1 never ask for two different images
         target = images.flatten(2).transpose(1, 2)
+        if hr is not None and opt.degrade:
+            images = random_degradation(hr, size, g)
+        B, grid = images.shape[0], make_grid(size)
         if opt.lr_queries:
             sel = torch.randperm(grid.shape[0], generator=g)[:opt.lr_queries]
             grid, target = grid[sel], target[:, sel]

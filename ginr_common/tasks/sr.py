@@ -3,7 +3,7 @@
 Evaluation: as reconstruction (the renders against the real HR crops are the point)."""
 import torch
 
-from ginr_common.tasks.recon import ReconstructionTask, evaluate_sr
+from ginr_common.tasks.recon import ReconstructionTask, evaluate_degradations, evaluate_sr
 
 VAL_CROPS = 8     # validation HR crops rendered at every validation
 
@@ -23,8 +23,12 @@ class SuperResolutionTask(ReconstructionTask):
 
     def validate(self, model, datasets):
         """PSNR of renders at the largest trained scale of at most VAL_CROPS validation HR crops
-        (spread over the split)."""
+        (spread over the split); trained on random degradations (``options.degrade``), the mean over
+        inputs made by each of ``degradations.EVALUATED``."""
         lr, hr = datasets["val_sr"]
         pick = torch.linspace(0, len(lr) - 1, min(VAL_CROPS, len(lr))).long()
         size = round(self.cfg.model.input_size[-1] * max(self.cfg.sr_scales))
+        if self.cfg.options.degrade:
+            res = evaluate_degradations(model, hr[pick], lr.shape[2:], (size,))
+            return sum(r[str(size)]["model"] for r in res.values()) / len(res)
         return evaluate_sr(model, lr[pick], hr[pick], sizes=(size,), with_ssim=False)[0][str(size)]["model"]["psnr"]
