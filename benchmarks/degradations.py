@@ -15,6 +15,7 @@ from _util import RESULTS, write_results
 
 from ginr_common.checkpoints import load_pretrained
 from ginr_common.evaluate import evaluate_model
+from ginr_common.viz import degradation_table
 
 IMAGE_MODELS = ("standard_fourier", "gaussian_fourier", "scent")
 
@@ -29,16 +30,9 @@ def main(argv=None):
         results, _ = evaluate_model(load_pretrained(name), name, progress=False, degradations=True)
         rows[name] = results["degradations"]
         print(name, {k: {s: round(v["gain"], 2) for s, v in r.items()} for k, r in rows[name].items()}, flush=True)
-    kinds = list(next(iter(rows.values())))
-    lines = ["Gain over bicubic upsampling of the same input (dB; model PSNR in brackets), shipped weights, "
-             "the HR test crops of the embedded photo set (128x128 from 32x32 inputs). Rows: how the 32x32 input "
-             "was made from the 128x128 crop.", "",
-             "| input made by | " + " | ".join(f"{n} x2 | {n} x4" for n in rows) + " |",
-             "|---" * (1 + 2 * len(rows)) + "|"]
-    for k in kinds:
-        cells = [f"{r[k][s]['gain']:+.2f} ({r[k][s]['model']:.2f})" for r in rows.values() for s in ("64", "128")]
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
+    text = ("Gain over bicubic upsampling of the same input (dB; model PSNR in brackets), shipped weights, "
+            "the HR test crops of the embedded photo set (128x128 from 32x32 inputs). Rows: how the 32x32 input "
+            "was made from the 128x128 crop.\n\n" + degradation_table(rows))
     print("\n" + text)
     write_results(a.out, "degradations.py", argv if argv is not None else sys.argv[1:], text, rows)
     return rows

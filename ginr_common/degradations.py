@@ -22,8 +22,12 @@ from ginr_common.data import resize
 KINDS = ("bicubic", "bilinear", "box")
 EVALUATED = {"bicubic": dict(kind="bicubic"), "bilinear": dict(kind="bilinear"), "box": dict(kind="box"),
              "blur + box": dict(kind="box", blur=0.6), "box + noise": dict(kind="box", noise=0.01)}
-BLUR, NOISE = (0.2, 0.8), (0.0, 0.01)   # random_degradation's ranges of std,
-P_BLUR, P_NOISE = 0.5, 0.25              # and the share of the images each is applied to
+# random_degradation's draws: each kind's share (most of them the two a user's image usually is: a bicubic
+# downsample or a camera's box averages), the ranges of the blur's and the noise's std and the share of the
+# images each is applied to
+KIND_SHARES = {"bicubic": 0.4, "bilinear": 0.2, "box": 0.4}
+BLUR, NOISE = (0.2, 0.6), (0.0, 0.01)
+P_BLUR, P_NOISE = 0.25, 0.15
 
 
 def degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None):
@@ -55,10 +59,12 @@ def degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None):
 
 
 def random_degradation(hr, size, generator):
-    """A random degradation per image, drawn from ``generator``: a kind from KINDS, a blur of std
-    U(BLUR) output pixels on a share P_BLUR of the images, noise of std U(NOISE) on P_NOISE."""
+    """A random degradation per image, drawn from ``generator``: a kind from KINDS in the shares
+    KIND_SHARES, a blur of std U(BLUR) output pixels on a share P_BLUR of the images, noise of std
+    U(NOISE) on P_NOISE."""
     B = len(hr)
-    kinds = torch.randint(0, len(KINDS), (B,), generator=generator).tolist()
+    kinds = torch.multinomial(torch.tensor([KIND_SHARES[k] for k in KINDS]), B, replacement=True,
+                              generator=generator).tolist()
     u = torch.rand(B, 4, generator=generator).tolist()
     out = []
     for i in range(B):

@@ -17,7 +17,7 @@ from ginr_common.viz import LiveCurves, image_row, recon_summary, sparse_summary
 
 
 def settings():
-    """(profile, train) from the environment, printed: GINR_PROFILE (smoke | cpu | full; default:
+    """(profile, train) from the environment, printed: GINR_PROFILE (smoke | cpu | long | full; default:
     full on CUDA, cpu otherwise) and whether the notebook trains its model from scratch at its end
     (GINR_TRAIN=1; the smoke profile, which CI runs, always does). Figures at 120 dpi."""
     profile = default_profile()
@@ -42,8 +42,9 @@ def train_from_scratch(cfg, train=True, data=None, **evaluation):
     results), or prints how to train and returns None when ``train`` is False."""
     name = cfg.model.name
     if not train:
-        made = (f"the shipped weights trained {pretrained_manifest(name)['train_seconds'] / 60:.0f} minutes on 2 CPU "
-                "cores with the cpu profile; " if name in PRETRAINED else "")
+        m = pretrained_manifest(name) if name in PRETRAINED else None
+        made = (f"the shipped weights trained {m['train_seconds'] / 60:.0f} minutes on 2 CPU cores with the "
+                f"{m['profile']} profile; " if m else "")
         print(f"Set TRAIN = True in the first cell (or GINR_TRAIN=1) to train this model from scratch: {made}"
               "the full profile is for a GPU.")
         return None

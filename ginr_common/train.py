@@ -1,6 +1,6 @@
 """The training loop, the same for every task.
 
-    python -m ginr_common.train --config standard_fourier --profile smoke|cpu|full [--data photos|cifar10|FOLDER]
+    python -m ginr_common.train --config standard_fourier --profile smoke|cpu|long|full [--data photos|cifar10|FOLDER]
                                 [--out DIR] [--resume | --fresh] [--steps N] [--seed S] [--print-config]
                                 [--set KEY=VALUE ...] [--config-file FILE]
     torchrun --nproc_per_node N -m ginr_common.train ...      (DDP; gloo on CPU, nccl on CUDA)
@@ -231,7 +231,7 @@ def write_metrics(out, cfg, state, identity, world):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="standard_fourier")
-    p.add_argument("--profile", default=None, help="smoke | cpu | full (default: $GINR_PROFILE, else full on CUDA, cpu otherwise)")
+    p.add_argument("--profile", default=None, help="smoke | cpu | long | full (default: $GINR_PROFILE, else full on CUDA, cpu otherwise)")
     p.add_argument("--data", default=None,
                    help="photos (the embedded set), cifar10, or a folder of images (PNG, JPEG, TIFF, BMP, .npy, .npz; "
                         "train/ val/ test/ subfolders, or split by file name)")

@@ -272,7 +272,25 @@ def recon_summary(results):
                 f"{'excess error at the patch period' if m['grid'] > 2 * b['grid'] else 'no grid pattern'})"
                 ) if "grid" in m else ""
         words.append(f"At x{x} the model is {abs(d):.2f} dB {verdict} {base}{grid}.")
-    return "\n".join(lines) + "\n\n" + " ".join(words)
+    text = "\n".join(lines) + "\n\n" + " ".join(words)
+    if "degradations" in results:
+        text += ("\n\nThe same renders from inputs made another way (a camera's pixels are box averages): gain over "
+                 "bicubic upsampling of the same input, the model's PSNR in brackets\n\n"
+                 + degradation_table({"model": results["degradations"]}, S))
+    return text
+
+
+def degradation_table(by_model, input_size=32):
+    """A markdown table of ``evaluate_degradations``' results of one or more models ({name: results}):
+    a row per way the input was made, the gain over bicubic at each render size (the model's PSNR
+    in brackets)."""
+    sizes = list(next(iter(next(iter(by_model.values())).values())))
+    head = " | ".join(f"{n} x{int(s) // input_size}" for n in by_model for s in sizes)
+    lines = [f"| input made by | {head} |", "|---" * (1 + len(by_model) * len(sizes)) + "|"]
+    for kind in next(iter(by_model.values())):
+        cells = [f"{r[kind][s]['gain']:+.2f} ({r[kind][s]['model']:.2f})" for r in by_model.values() for s in sizes]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def sparse_summary(results):

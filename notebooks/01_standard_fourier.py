@@ -30,7 +30,7 @@ from ginr_common.data import load_sr_pairs, resize
 from ginr_common.tasks import evaluate_sr
 
 CONFIG = "standard_fourier"
-PROFILE, TRAIN = notebook.settings()   # GINR_PROFILE=smoke|cpu|full; TRAIN = True (or GINR_TRAIN=1) trains at the end
+PROFILE, TRAIN = notebook.settings()   # GINR_PROFILE=smoke|cpu|long|full; TRAIN = True (or GINR_TRAIN=1) trains at the end
 
 # %% [markdown]
 # ## The model

@@ -32,7 +32,7 @@ from ginr_common.tasks.sparse_flow import observe
 from ginr_common.train import CHECKPOINTS, fit
 
 CONFIG = "flow_sparse"
-PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|full; default: full on CUDA, else cpu
+PROFILE = default_profile()   # GINR_PROFILE=smoke|cpu|long|full; default: full on CUDA, else cpu
 TRAIN = os.environ.get("GINR_TRAIN", "1" if PROFILE == "smoke" else "0") == "1"   # train from scratch at the end
 # the figures' evaluation: test tiles at 32x32, samples per tile (the mean of 4 and of K are drawn), ODE steps
 N_EVAL, K, STEPS = {"smoke": (4, 2, 2), "cpu": (4, 16, 8), "full": (16, 16, 8)}[PROFILE]

@@ -32,7 +32,7 @@ from ginr_common.data import load_dataset
 from ginr_common.tasks import evaluate_sr
 
 CONFIG = "volume"
-PROFILE, TRAIN = notebook.settings()   # GINR_PROFILE=smoke|cpu|full; TRAIN = True (or GINR_TRAIN=1) trains at the end
+PROFILE, TRAIN = notebook.settings()   # GINR_PROFILE=smoke|cpu|long|full; TRAIN = True (or GINR_TRAIN=1) trains at the end
 model = load_pretrained(CONFIG)        # the weights shipped in ginr_common/weights/, trained with the cpu profile
 print(notebook.shipped(CONFIG))
 

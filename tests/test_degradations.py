@@ -31,14 +31,19 @@ def test_bad_degradations_are_named():
         degrade(torch.rand(1, 3, 8, 8), (4, 4), blur=-1)
 
 
-def test_random_degradations_are_reproducible_and_varied(seed):
-    hr = torch.rand(64, 3, 32, 32)
-    a = random_degradation(hr, (8, 8), torch.Generator().manual_seed(0))
-    assert torch.equal(a, random_degradation(hr, (8, 8), torch.Generator().manual_seed(0)))
-    plain = {k: degrade(hr, (8, 8), k) for k in KINDS}
-    exact = {k: sum(torch.equal(a[i], plain[k][i]) for i in range(len(hr))) for k in KINDS}
-    assert all(0 < n < len(hr) for n in exact.values()), exact      # every kind drawn, and not always plain
-    assert sum(exact.values()) < len(hr) / 2                            # blur or noise on most
+def test_random_degradations_are_reproducible_and_drawn_in_their_shares(seed):
+    from ginr_common.degradations import KIND_SHARES, P_BLUR, P_NOISE
+
+    n = 1600
+    hr = torch.rand(n, 3, 16, 16)
+    a = random_degradation(hr, (4, 4), torch.Generator().manual_seed(seed))
+    assert torch.equal(a, random_degradation(hr, (4, 4), torch.Generator().manual_seed(seed)))
+    plain = {k: degrade(hr, (4, 4), k) for k in KINDS}
+    exact = {k: sum(torch.equal(a[i], plain[k][i]) for i in range(n)) for k in KINDS}   # neither blur nor noise
+    share = (1 - P_BLUR) * (1 - P_NOISE)
+    for k in KINDS:      # each kind drawn in its share (4 standard deviations of a binomial count)
+        p = KIND_SHARES[k] * share
+        assert abs(exact[k] - n * p) < 4 * (n * p * (1 - p)) ** 0.5, (k, exact[k], n * p)
 
 
 def test_training_on_random_degradations(seed):
