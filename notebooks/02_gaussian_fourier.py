@@ -18,6 +18,8 @@
 #
 # Each image is cut into 2x2 patches (256 tokens); learnable position tokens (LPs) are interleaved with them at equal spacing, and a bidirectional Mamba (BiMamba) stack reads the sequence both ways, so the LPs summarise the image in linear time. Every LP also has a home: a point of a lattice over the image, consistent with where it sits in the sequence. The local decoder of notebook 1 with Gaussian random Fourier features of the offsets (B ~ N(0, sigma^2): [sin(2 pi c B^T), cos(2 pi c B^T)], Tancik et al., NeurIPS 2020) predicts a residual over bicubic interpolation of the input, and the weights of an 8x8 filter over the input pixels around the query (kernel prediction; the filter has zero DC gain, so it adds detail and never shifts the local mean): the part of the correction that undoes the blur of the downsampling is a filter of the input, whose weights the features make depend on position and content. 20% of the loss is on the 32x32 input grid, 80% on random pixels of the real crop resized to a random scale between x1 and x4, so one model serves x2, x3, x4 and non-integer scales. What is validated and shipped is an exponential moving average of the weights over training (decay 0.995), which generalises better than the last weights.
 #
+# A small image is made in more than one way: data sets downsample with an antialiased bicubic filter, a camera's pixels are box averages, some inputs are blurred or noisy. The shipped weights are trained with the `long` profile (4,500 steps: 57 minutes on one CPU core, beside a second seed on the other) on a random degradation of each crop: antialiased bicubic (40% of the crops), bilinear (20%) or box (40%) downsampling, a Gaussian blur of 0.2-0.6 output pixels before it on a quarter of them, noise of std up to 0.01 on 15% (`ginr_common.degradations`, Real-ESRGAN's first-order model); the target is always the real crop, and the model is selected on the mean over the degradations measured below (on the validation photograph it peaks at step 750-1000 and then falls as the model fits the few training photographs, so the weights kept are step 750's). The `cpu` profile (ten minutes, bicubic-made inputs only: `GINR_PROFILE=cpu`, `TRAIN = True`) gains +1.08 / +0.65 dB over bicubic at x2 / x4 on bicubic-made inputs (two seeds) and +0.54 / +0.35 dB on box-made ones (docs/results.md).
+#
 # References: Mamba (Gu & Dao, 2023, arXiv:2312.00752); LIIF, local implicit image functions (Chen, Liu & Wang, CVPR 2021).
 
 # %%
@@ -31,12 +33,12 @@ from ginr_common.tasks import evaluate_sr
 
 CONFIG = "gaussian_fourier"
 PROFILE, TRAIN = notebook.settings()   # GINR_PROFILE=smoke|cpu|long|full; TRAIN = True (or GINR_TRAIN=1) trains at the end
-model = load_pretrained(CONFIG)        # the weights shipped in ginr_common/weights/, trained with the cpu profile
+model = load_pretrained(CONFIG)        # the weights shipped in ginr_common/weights/, trained with the long profile
 print(notebook.shipped(CONFIG))
 
 # %% [markdown]
 # ## Results on held-out photographs
-# The test photographs (a portrait and a street scene) were never used for training or model selection. PSNR in dB against the real image; the sentences below the table are read from the numbers. The table is the shipped model's manifest (the README's row), which the test suite measures again: reconstruction of the held-out 32x32 test tiles, and 46 32x32 downsamples of held-out 128x128 crops rendered at 64 and 128 against the real crop, bicubic upsampling beside them.
+# The test photographs (a portrait and a street scene) were never used for training or model selection. PSNR in dB against the real image; the sentences below the table are read from the numbers. The tables are the shipped model's manifest (the README's row), which the test suite measures again: reconstruction of the held-out 32x32 test tiles, and 46 32x32 downsamples of held-out 128x128 crops rendered at 64 and 128 against the real crop, bicubic upsampling beside them; then the same crops made into 32x32 inputs each way (box averaging after a blur of 0.6 output pixels; box with noise of std 0.01), the gain over bicubic upsampling of the same input.
 
 # %%
 lr, hr = load_sr_pairs("test")
