@@ -7,7 +7,7 @@
 
 Each variant is a notebook configuration with one change (see VARIANTS). Each (variant, seed) is
 trained in checkpoints/<config>-<hash of its settings> (a finished run is reused, a partial one
-resumed), and its best.pt (selected on the validation photograph) is evaluated on the test
+resumed), and its best.pt (selected on the validation photographs) is evaluated on the test
 photographs: reconstruction of the 32x32 test tiles (PSNR, SSIM), and renders of the 32x32
 downsamples of the HR test crops at 64 (x2) and 128 (x4) against the real crop, bicubic
 upsampling of the same input beside it, with the grid-artifact ratio (``metrics.grid_artifact``).
@@ -117,7 +117,7 @@ MAIN = ["sf", "gf", "scent"]
 
 
 def score_on_validation(checkpoint):
-    """The same measures on the validation photograph (for choosing designs; the test photographs
+    """The same measures on the validation photographs (for choosing designs; the test photographs
     are for reporting): its 32x32 tiles, and renders of its HR crops at x2 and x4."""
     from ginr_common.checkpoints import load_checkpoint
     from ginr_common.data import load_dataset
@@ -204,7 +204,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="override the profile's steps (ablations at a smaller budget)")
     p.add_argument("--out", default=str(RESULTS / "quality"))
     p.add_argument("--split", default="test", choices=["test", "val"],
-                   help="score on the held-out test photographs (default) or on the validation photograph "
+                   help="score on the held-out test photographs (default) or on the validation photographs "
                         "(for choosing designs); the columns keep their names")
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
@@ -218,7 +218,7 @@ def main(argv=None):
     lines = [f"profile {a.profile}{f', {a.steps} steps' if a.steps else ''}, seeds {a.seeds} (mean ± half the "
              "spread); " + ("test = astronaut + stereo motorcycle (held-out photographs). Reconstruction: 497 "
                             "test tiles 32x32. Renders: 46 HR test crops" if a.split == "test" else
-                            "scored on the VALIDATION photograph (chelsea; the 'test' columns are its tiles and "
+                            "scored on the VALIDATION photographs (chelsea, grace_hopper; the 'test' columns are its tiles and "
                             "crops). Renders: its HR crops") +
              ", input = their 32x32 downsample, x2 = 64, x4 = 128 against the real "
              "crop. grid = error power at the patch period over its ring (bicubic's beside it).", "",

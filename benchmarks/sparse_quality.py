@@ -6,7 +6,7 @@
 
 Each (variant, seed) trains the flow_sparse configuration with one change (see VARIANTS) in
 checkpoints/<name>-<hash of its settings> (a finished run is reused, a partial one resumed) and
-evaluates its best.pt (selected on the validation photograph) on tiles of the test photographs
+evaluates its best.pt (selected on the validation photographs) on tiles of the test photographs
 with the fixed evaluation masks (20% observed, seed 42): PSNR and SSIM on the full image, PSNR on
 the unobserved pixels, the total-variation ratios to the truth (of the image and of its colour,
 ``metrics.chroma``), for the model's one-shot estimate,

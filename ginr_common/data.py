@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image   # PIL is matplotlib's and scikit-image's dependency too
 from skimage import data as skimage_data
 from sklearn.datasets import load_sample_image
 from torch.utils.data import Dataset, Subset
@@ -27,26 +28,31 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # Split by photograph: no photograph feeds two splits (the stereo pair is one photograph). Training
 # takes natural photographs only: scikit-image's colour ones, scikit-learn's two sample images
 # (china, flower) and scikit-image's grayscale photographs as three equal channels. The
-# validation photograph (a cat indoors) is, like the test photographs (a portrait, a motorcycle
-# scene), a natural colour photograph of objects; the test photographs are never trained on or
-# used for model selection.
+# validation photographs (a cat indoors, soft; matplotlib's portrait of Grace Hopper, sharp) are,
+# like the test photographs (a portrait, a motorcycle scene), natural colour photographs; the test
+# photographs are never trained on or used for model selection.
 PHOTO_SPLITS = {
     "train": ["coffee", "rocket", "china", "flower", "camera", "moon", "brick", "grass", "gravel", "clock", "coins"],
-    "val": ["chelsea"],
+    "val": ["chelsea", "grace_hopper"],
     "test": ["astronaut", "stereo_motorcycle"],
 }
 SKLEARN_PHOTOS = {"china": "china.jpg", "flower": "flower.jpg"}
+MATPLOTLIB_PHOTOS = {"grace_hopper": "grace_hopper.jpg"}
 TILE, TILE_SCALES, TILE_STRIDE = 32, (2, 4, 8), 24   # 32x32 tiles of the photo downsampled 2x, 4x, 8x
 HR_SIZE, HR_SCALE = 128, 4                            # 128x128 crops at full resolution, LR = 32x32
 HR_TRAIN_STRIDE, HR_TRAIN_SCALES = 32, (1, 2)          # more HR training crops: overlapping, photo at 1x and 1/2x
-PHOTO_VERSION = 3
+PHOTO_VERSION = 4
 
 
 def _photographs(name):
-    """The photograph(s) called ``name`` (scikit-learn's sample images, else skimage.data) as float
-    (3, H, W) tensors in [0, 1]; grayscale photographs become three equal channels."""
+    """The photograph(s) called ``name`` (scikit-learn's or matplotlib's sample images, else
+    skimage.data) as float (3, H, W) tensors in [0, 1]; grayscale photographs become three equal channels."""
     if name in SKLEARN_PHOTOS:
         imgs = [load_sample_image(SKLEARN_PHOTOS[name])]
+    elif name in MATPLOTLIB_PHOTOS:
+        from matplotlib.cbook import get_sample_data
+        with get_sample_data(MATPLOTLIB_PHOTOS[name]) as f:
+            imgs = [np.asarray(Image.open(f).convert("RGB"))]
     else:
         imgs = getattr(skimage_data, name)()
         imgs = list(imgs[:2]) if name == "stereo_motorcycle" else [imgs]
@@ -133,7 +139,7 @@ def load_photos(root=DATA_DIR, progress=True):
     if path.exists():
         return torch.load(path, weights_only=True)
     if progress:
-        print(f"building the embedded photo set from scikit-image's and scikit-learn's photographs -> {path}")
+        print(f"building the embedded photo set from scikit-image's, scikit-learn's and matplotlib's photographs -> {path}")
     sets = {split: build_photo_set(names, train=split == "train") for split, names in PHOTO_SPLITS.items()}
     atomic_write(path, lambda f: torch.save(sets, f))
     return sets
@@ -388,8 +394,6 @@ def read_image(path, channels=3):
             arr = arr[arr.files[0]] if isinstance(arr, np.lib.npyio.NpzFile) else arr
             x = torch.from_numpy(np.array(arr))      # channels first, as the array is stored
         else:
-            from PIL import Image   # PIL is matplotlib's and scikit-image's dependency too
-
             with Image.open(path) as im:
                 arr = np.array(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I", "F") else im.convert("RGB"))
             x = torch.from_numpy(arr if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
@@ -450,8 +454,6 @@ def _pixels(path, volumes):
             import nibabel
             return math.prod(nibabel.load(str(path)).shape)
         if not volumes and _suffix(path) != ".npz":
-            from PIL import Image
-
             with Image.open(path) as im:
                 return im.width * im.height * len(im.getbands())
     except Exception:      # unreadable here: reading it names the problem

@@ -3,7 +3,7 @@ downsamplings (antialiased bicubic, antialiased bilinear, box averaging), after 
 blur and with optional Gaussian noise, as in the first order of Real-ESRGAN's degradation model.
 
     degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None)  -> (B, C, *size)
-    random_degradation(hr, size, generator)                                   -> a random one per image
+    random_degradation(hr, size, generator, blur_share=0.0)                   -> a random one per image
     EVALUATED: the degradations an evaluation measures separately (name -> degrade's arguments)
 
 ``blur`` is the Gaussian's standard deviation in pixels of the output (so it means the same at every
@@ -23,11 +23,11 @@ KINDS = ("bicubic", "bilinear", "box")
 EVALUATED = {"bicubic": dict(kind="bicubic"), "bilinear": dict(kind="bilinear"), "box": dict(kind="box"),
              "blur + box": dict(kind="box", blur=0.6), "box + noise": dict(kind="box", noise=0.01)}
 # random_degradation's draws: each kind's share (most of them the two a user's image usually is: a bicubic
-# downsample or a camera's box averages), the ranges of the blur's and the noise's std and the share of the
-# images each is applied to
+# downsample or a camera's box averages), the ranges of the blur's and the noise's std, and the share of the
+# images noise is added to (the blurred share is the caller's: training's ``options.degrade_blur``)
 KIND_SHARES = {"bicubic": 0.4, "bilinear": 0.2, "box": 0.4}
 BLUR, NOISE = (0.2, 0.6), (0.0, 0.01)
-P_BLUR, P_NOISE = 0.25, 0.15
+P_NOISE = 0.15
 
 
 def degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None):
@@ -58,17 +58,19 @@ def degrade(hr, size, kind="bicubic", blur=0.0, noise=0.0, generator=None):
     return x.clamp(0, 1)
 
 
-def random_degradation(hr, size, generator):
+def random_degradation(hr, size, generator, blur_share=0.0):
     """A random degradation per image, drawn from ``generator``: a kind from KINDS in the shares
-    KIND_SHARES, a blur of std U(BLUR) output pixels on a share P_BLUR of the images, noise of std
-    U(NOISE) on P_NOISE."""
+    KIND_SHARES, a blur of std U(BLUR) output pixels on a share ``blur_share`` of the images, noise
+    of std U(NOISE) on P_NOISE."""
+    if not 0 <= blur_share <= 1:
+        raise ValueError(f"blur_share is the share of the images blurred, in [0, 1], got {blur_share}")
     B = len(hr)
     kinds = torch.multinomial(torch.tensor([KIND_SHARES[k] for k in KINDS]), B, replacement=True,
                               generator=generator).tolist()
     u = torch.rand(B, 4, generator=generator).tolist()
     out = []
     for i in range(B):
-        blur = BLUR[0] + (BLUR[1] - BLUR[0]) * u[i][1] if u[i][0] < P_BLUR else 0.0
+        blur = BLUR[0] + (BLUR[1] - BLUR[0]) * u[i][1] if u[i][0] < blur_share else 0.0
         noise = NOISE[0] + (NOISE[1] - NOISE[0]) * u[i][3] if u[i][2] < P_NOISE else 0.0
         out.append(degrade(hr[i:i + 1], size, KINDS[kinds[i]], blur, noise, generator))
     return torch.cat(out)

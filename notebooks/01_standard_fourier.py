@@ -67,7 +67,7 @@ notebook.render_comparison(model, resize(crop[None], (48, 48))[0], scale=3.7, tr
 
 # %% [markdown]
 # ## Train from scratch
-# AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photograph) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
+# AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photographs) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
 
 # %%
 cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment (or configs.with_settings)

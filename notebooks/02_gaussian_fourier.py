@@ -55,7 +55,7 @@ notebook.render_comparison(model, resize(street[None], (48, 48))[0], scale=3.7, 
 
 # %% [markdown]
 # ## Train from scratch
-# AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photograph) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
+# AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photographs) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
 
 # %%
 cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment (or configs.with_settings)

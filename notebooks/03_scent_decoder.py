@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 03 · SCENT-style decoder with a 2-D locality bias
 #
-# Each image is cut into 2x2 patches (256 tokens); learnable position tokens (LPs) are interleaved with them at equal spacing, and a bidirectional Mamba (BiMamba) stack reads the sequence both ways, so the LPs summarise the image in linear time. Every LP also has a home: a point of a lattice over the image, consistent with where it sits in the sequence. The decoder follows SCENT (Park et al., ICML 2025, arXiv:2504.12262): Gaussian Fourier features of the query plus the 4 nearest encoded patch tokens, pre-norm cross-attention to the LPs with a skip of the query features, GEGLU feed-forwards, and a locality bias on the attention logits computed from the query's position against each LP's home, the same function at every output resolution. As in notebook 2, the decoder corrects bicubic upsampling of the input, and its features also predict an 8x8 filter over the input pixels around each query (the pixel filter); it is trained at random scales x1-x4 of the real photographs, a moving average of its weights is kept, and the checkpoint kept is the one that renders the validation photograph's crops best at x4.
+# Each image is cut into 2x2 patches (256 tokens); learnable position tokens (LPs) are interleaved with them at equal spacing, and a bidirectional Mamba (BiMamba) stack reads the sequence both ways, so the LPs summarise the image in linear time. Every LP also has a home: a point of a lattice over the image, consistent with where it sits in the sequence. The decoder follows SCENT (Park et al., ICML 2025, arXiv:2504.12262): Gaussian Fourier features of the query plus the 4 nearest encoded patch tokens, pre-norm cross-attention to the LPs with a skip of the query features, GEGLU feed-forwards, and a locality bias on the attention logits computed from the query's position against each LP's home, the same function at every output resolution. As in notebook 2, the decoder corrects bicubic upsampling of the input, and its features also predict an 8x8 filter over the input pixels around each query (the pixel filter); it is trained at random scales x1-x4 of the real photographs, a moving average of its weights is kept, and the checkpoint kept is the one that renders the validation photographs' crops best at x4.
 #
 # References: Mamba (Gu & Dao, 2023, arXiv:2312.00752); LIIF, local implicit image functions (Chen, Liu & Wang, CVPR 2021).
 
@@ -50,7 +50,7 @@ for query in ((0.25, 0.25), (0.7, 0.6)):
 
 # %% [markdown]
 # ## Train from scratch
-# AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photograph) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
+# AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photographs) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
 
 # %%
 cfg = get_config(CONFIG, PROFILE)   # a dataclass: change fields here to experiment (or configs.with_settings)

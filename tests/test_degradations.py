@@ -31,19 +31,22 @@ def test_bad_degradations_are_named():
         degrade(torch.rand(1, 3, 8, 8), (4, 4), blur=-1)
 
 
-def test_random_degradations_are_reproducible_and_drawn_in_their_shares(seed):
-    from ginr_common.degradations import KIND_SHARES, P_BLUR, P_NOISE
+@pytest.mark.parametrize("blur_share", [0.0, 0.5])
+def test_random_degradations_are_reproducible_and_drawn_in_their_shares(seed, blur_share):
+    from ginr_common.degradations import KIND_SHARES, P_NOISE
 
     n = 1600
     hr = torch.rand(n, 3, 16, 16)
-    a = random_degradation(hr, (4, 4), torch.Generator().manual_seed(seed))
-    assert torch.equal(a, random_degradation(hr, (4, 4), torch.Generator().manual_seed(seed)))
+    a = random_degradation(hr, (4, 4), torch.Generator().manual_seed(seed), blur_share)
+    assert torch.equal(a, random_degradation(hr, (4, 4), torch.Generator().manual_seed(seed), blur_share))
     plain = {k: degrade(hr, (4, 4), k) for k in KINDS}
     exact = {k: sum(torch.equal(a[i], plain[k][i]) for i in range(n)) for k in KINDS}   # neither blur nor noise
-    share = (1 - P_BLUR) * (1 - P_NOISE)
+    share = (1 - blur_share) * (1 - P_NOISE)
     for k in KINDS:      # each kind drawn in its share (4 standard deviations of a binomial count)
         p = KIND_SHARES[k] * share
         assert abs(exact[k] - n * p) < 4 * (n * p * (1 - p)) ** 0.5, (k, exact[k], n * p)
+    with pytest.raises(ValueError, match=r"blur_share is the share of the images blurred, in \[0, 1\], got 1.5"):
+        random_degradation(hr, (4, 4), torch.Generator(), 1.5)
 
 
 def test_training_on_random_degradations(seed):
@@ -64,8 +67,13 @@ def test_training_on_random_degradations(seed):
     idx = (b1["queries"][0, :n, None] - make_grid(cfg.model.input_size)[None]).abs().sum(-1).argmin(-1)
     assert torch.equal(b1["target"][:, :n], clean[:, idx])
     assert not torch.equal(b1["images"].flatten(2).transpose(1, 2)[:, idx], clean[:, idx])
+    # options.degrade_blur blurs that share of the inputs (all of them: every image differs from none of them)
+    blurred, sharp = (make_task(with_settings(cfg, {"options.degrade_blur": b})).batch(hr, 3)["images"] for b in (1, 0))
+    assert all(not torch.equal(x, y) for x, y in zip(blurred, sharp))
     with pytest.raises(ValueError, match="options.degrade makes the inputs from high-resolution crops"):
         with_settings(get_config("standard_fourier", "smoke"), {"options.degrade": True, "sr_scales": []})
+    with pytest.raises(ValueError, match=r"options.degrade_blur is the share .* in \[0, 1\], got 1.5"):
+        with_settings(get_config("gaussian_fourier", "smoke"), {"options.degrade_blur": 1.5})
 
 
 def test_evaluation_reports_the_gain_for_each_degradation(seed):

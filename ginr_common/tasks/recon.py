@@ -6,8 +6,9 @@ inputs are antialiased downsamples (to the model's input size) of high-resolutio
 crops, and 1 - ``options.lr_weight`` of the loss is on ``options.sr_queries`` random pixels of
 the real crop resized to input_size * s, s drawn uniformly from [low, high] each step, each
 query with its cell size. With ``options.degrade`` the inputs are random degradations of the
-crops instead (``degradations.random_degradation``: bicubic, bilinear or box downsampling, blur,
-noise), so the model learns to invert how an input may have been made.
+crops instead (``degradations.random_degradation``: bicubic, bilinear or box downsampling, noise,
+and blur on a share ``options.degrade_blur``), so the model learns to invert how an input may
+have been made.
 
 Validation: PSNR at native resolution. Evaluation: the test split at native resolution, and
 renders at larger sizes against the real high-resolution photograph beside bicubic upsampling
@@ -40,6 +41,8 @@ class ReconOptions:
     degrade: bool = False          # with sr_scales: inputs are random degradations of the HR crops (blur, bicubic,
                                    # bilinear or box downsampling, noise) instead of their antialiased bicubic downsample,
                                    # which stays the input grid's target; the sr task then validates on the mix
+    degrade_blur: float = 0.0      # with degrade: the share of the inputs blurred before downsampling (a model trained
+                                   # on blurred inputs sharpens soft inputs, and paints texture onto soft photographs)
 
     def check(self, cfg):
         """Raise ValueError when an option is out of range (``cfg``: the TrainConfig holding them)."""
@@ -48,6 +51,9 @@ class ReconOptions:
         if self.sr_queries < 1 or not 0 <= self.lr_weight <= 1 or self.jitter < 0:
             raise ValueError(f"options need sr_queries >= 1, lr_weight in [0, 1] and jitter >= 0, got "
                              f"{self.sr_queries}, {self.lr_weight} and {self.jitter}")
+        if not 0 <= self.degrade_blur <= 1:
+            raise ValueError(f"options.degrade_blur is the share of the degraded inputs blurred, in [0, 1], got "
+                             f"{self.degrade_blur}")
         if self.degrade and (not cfg.sr_scales or len(cfg.model.input_size) != 2):
             raise ValueError("options.degrade makes the inputs from high-resolution crops: it needs sr_scales and 2-D "
                              f"images, got sr_scales={cfg.sr_scales} and input_size={cfg.model.input_size}")
@@ -72,7 +78,7 @@ class ReconstructionTask(Task):
         # still asks for it, so the input grid and the HR pixels at scale 1 never ask for two different images
         target = images.flatten(2).transpose(1, 2)
         if hr is not None and opt.degrade:
-            images = random_degradation(hr, size, g)
+            images = random_degradation(hr, size, g, opt.degrade_blur)
         B, grid = images.shape[0], make_grid(size)
         if opt.lr_queries:
             sel = torch.randperm(grid.shape[0], generator=g)[:opt.lr_queries]

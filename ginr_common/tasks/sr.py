@@ -5,7 +5,7 @@ import torch
 
 from ginr_common.tasks.recon import ReconstructionTask, evaluate_degradations, evaluate_sr
 
-VAL_CROPS = 8     # validation HR crops rendered at every validation
+VAL_CROPS = 24    # validation HR crops rendered at every validation (the photo set's 22: all of them)
 
 
 class SuperResolutionTask(ReconstructionTask):
