@@ -57,27 +57,34 @@ def _batch(model, B=2, Q=10, dtype=torch.float32, seed=3):
             "targets": torch.rand(B, Q, 3, generator=g, dtype=dtype), "z": model.noise(qc, g)}
 
 
-@pytest.mark.parametrize("local_spread", [False, True])
-def test_objective_matches_its_definition_in_float64(local_spread, seed):
+@pytest.mark.parametrize("local_spread,basis", [(False, "rgb"), (True, "rgb"), (True, "opponent")])
+def test_objective_matches_its_definition_in_float64(local_spread, basis, seed):
     """loss = |F - (x1 - mu - c_skip (x_t - mu)) / c_out|^2 + mu_weight |mu - x1|^2 / r^2 with
     x_t = (1 - t)(mu + noise_scale z) + t x1, recomputed here from the model's parts; and the
     velocity is (x1_hat - x_t) / (1 - t) with x1_hat = mu + c_skip (x_t - mu) + c_out F. With a
     local spread a: the noise is noise_scale a z, the scalings are those of r a and noise_scale a,
-    and the loss adds the Gaussian negative log-likelihood of x1 - mu under the spread r a."""
+    and the loss adds the Gaussian negative log-likelihood of x1 - mu under the spread r a. With
+    the opponent colour basis, mu, x1, x_t, F and a are components in it (x @ P), and a draw is
+    rotated back to RGB (@ P^T)."""
     extra = dict(grid_blocks=2, grid_width=8, local_spread=True) if local_spread else {}
-    model = SparseFieldFlow(small(mu_weight=0.7, **extra)).double()
+    model = SparseFieldFlow(small(mu_weight=0.7, colour_basis=basis, **extra)).double()
+    s3, s2, s6 = math.sqrt(3), math.sqrt(2), math.sqrt(6)
+    P = torch.eye(3, dtype=torch.float64) if basis == "rgb" else torch.tensor(
+        [[1 / s3, 1 / s2, 1 / s6], [1 / s3, -1 / s2, 1 / s6], [1 / s3, 0, -2 / s6]], dtype=torch.float64)
+    assert torch.allclose(P.T @ P, torch.eye(3, dtype=torch.float64))
     torch.nn.init.normal_(model.mu_head.weight, std=0.1)
     if local_spread:   # a spread that varies from query to query
         torch.nn.init.normal_(model.refiner.out.weight, std=0.3)
     b = _batch(model, dtype=torch.float64)
     loss, output = _loss(model, b)
     memory = model.encode(b["obs_coords"], b["obs_values"])
-    cond, mu = model.condition(memory, b["query_coords"], b["cell"])
+    cond, mu_rgb = model.condition(memory, b["query_coords"], b["cell"])
     a = model.spread(memory, b["query_coords"])
     assert (a is not None) == local_spread
     if local_spread:
         assert a.std() > 0.05 and torch.allclose(a, read_grid(memory.refined.log_spread, b["query_coords"]).exp())
-    x1 = 2 * b["targets"] - 1
+    assert torch.allclose(output.mu, mu_rgb)
+    mu, x1 = mu_rgb @ P, (2 * b["targets"] - 1) @ P
     t = b["t"][:, None, None]
     xt = (1 - t) * (mu + model.config.noise_scale * (1 if a is None else a) * b["z"]) + t * x1
     ctx = Context(b["query_coords"], cond, mu, a, curve_orders(b["query_coords"], model.config.mixer_depth))
@@ -89,22 +96,27 @@ def test_objective_matches_its_definition_in_float64(local_spread, seed):
     c_skip, c_out = t * sr ** 2 / var, sr * s_ * (1 - t) / var.sqrt()
     assert all(torch.allclose(x, y) for x, y in zip(model.scalings(t, a)[1:], (c_skip, c_out)))
     expected = ((out - (x1 - mu - c_skip * (xt - mu)) / c_out) ** 2).mean() + 0.7 * ((mu - x1) ** 2).mean() / r ** 2
+    if basis != "rgb":   # the estimate's error is the same in any orthonormal basis; the basis matters below
+        assert not torch.allclose(mu, mu_rgb)
     if local_spread:
         expected = expected + (torch.log(sr) + 0.5 * ((x1 - mu) / sr) ** 2).mean() - math.log(r) - 0.5
     assert torch.allclose(loss, expected)
-    assert torch.allclose(output.mu, mu) and torch.allclose(output.out, out)
+    assert torch.allclose(output.out, out)
     x1_hat = mu + c_skip * (xt - mu) + c_out * out
     assert torch.allclose(model.denoise(ctx, xt, b["t"]), x1_hat)
     assert torch.allclose(model.velocity(ctx, xt, b["t"]), (x1_hat - xt) / (1 - t))
     # one Euler step from x0 = mu + noise_scale a z lands on the prediction at t = 0
     x0 = mu + model.config.noise_scale * (1 if a is None else a) * b["z"]
     context = model.context(b["obs_coords"], b["obs_values"], b["query_coords"], b["cell"])
+    assert torch.allclose(context.mu, mu)
     assert torch.allclose(solve(model, context, b["z"], steps=1, solver="euler"),
-                          ((model.denoise(ctx, x0, 0.0) + 1) / 2).clamp(0, 1))
+                          ((model.denoise(ctx, x0, 0.0) @ P.T + 1) / 2).clamp(0, 1))
     # one exponential step: w = (x - mu) / sigma moves by a quarter turn of phi times F, x1 = mu + sigma(1) w
     sig0, sig1 = model.config.noise_scale * (1 if a is None else a), sr
     x1_exp = mu + sig1 * ((x0 - mu) / sig0 + math.pi / 2 * model.network(ctx, x0, 0.0))
-    assert torch.allclose(solve(model, context, b["z"], steps=1), ((x1_exp + 1) / 2).clamp(0, 1))
+    assert torch.allclose(solve(model, context, b["z"], steps=1), ((x1_exp @ P.T + 1) / 2).clamp(0, 1))
+    assert torch.allclose(model.estimate(b["obs_coords"], b["obs_values"], b["query_coords"], b["cell"]),
+                          ((mu_rgb + 1) / 2).clamp(0, 1))
 
 
 def test_local_spread_settles_on_the_residuals_rms(seed):
@@ -416,6 +428,10 @@ def test_noise_channels_correlate_by_channel_corr_in_float64():
             coordinate_noise(c, (8, 8), 3, None, channel_corr=bad)
     with pytest.raises(ValueError, match="noise_channel_corr must be in"):
         small(noise_channel_corr=1.5)
+    with pytest.raises(ValueError, match=r"colour_basis must be one of \('rgb', 'opponent'\), got 'yuv'"):
+        small(colour_basis="yuv")
+    with pytest.raises(ValueError, match="colour_basis='opponent' needs 3 channels.*in_channels=1"):
+        small(colour_basis="opponent", in_channels=1)
 
 
 def test_velocity_is_joint_over_the_queries_and_order_free(seed):
@@ -475,8 +491,9 @@ def test_masks_are_deterministic_and_per_image():
             sparse_masks([0], 16, frac=frac)
 
 
-def test_hold_known_pixels_and_posterior(seed):
-    model = SparseFieldFlow(small()).eval()
+@pytest.mark.parametrize("basis", ["rgb", "opponent"])
+def test_hold_known_pixels_and_posterior(basis, seed):
+    model = SparseFieldFlow(small(colour_basis=basis)).eval()
     oc, ov = _obs()
     qc = make_grid((8, 8)).expand(2, -1, -1)
     out = model.sample(oc, ov, qc, steps=4, hold_known=True, generator=torch.Generator().manual_seed(0))

@@ -28,6 +28,9 @@ The model, in the order a sample is drawn:
    spread a of x1 - mu at every query (trained by its Gaussian likelihood): the noise is then
    ``noise_scale`` * a * z and the preconditioning assumes a spread ``residual_std`` * a, so samples
    vary where the estimate is unsure and stay flat where it is sure.
+   With ``colour_basis="opponent"`` the bridge runs in components of brightness, red-green and
+   yellow-blue (``flow.colour``, an orthonormal rotation of RGB): the noise, the spread and the
+   network's output act on each component apart, and a draw is rotated back to RGB.
 4. **A joint velocity field**: at every step the queries, with their conditioning, their noisy
    values x_t and the time, are ordered along a Hilbert curve of their coordinates (the
    transposed curve on every other layer) and mixed by BiMamba blocks, so the velocity at one

@@ -64,13 +64,15 @@ def point(x0, x1, t):
 @dataclass
 class FlowOutput:
     """A training pass of ``SparseFieldFlow`` (values in [-1, 1]): the estimate mu and the field x1
-    at the queries (B, Q, C), the per-query spread (``local_spread``; else None), and in the joint
-    stage the network's raw output F with its regression target (else None)."""
+    at the queries (B, Q, C), the per-query spread (``local_spread``; else None) of each component
+    of the colour ``basis`` (C, C) (``flow.colour``; None: of each channel), and in the joint stage
+    the network's raw output F with its regression target (else None), in that basis."""
     mu: torch.Tensor
     x1: torch.Tensor
     spread: torch.Tensor | None = None
     out: torch.Tensor | None = None
     target: torch.Tensor | None = None
+    basis: torch.Tensor | None = None
 
 
 def flow_matching_loss(output, residual_std, mu_weight=1.0):
@@ -78,12 +80,14 @@ def flow_matching_loss(output, residual_std, mu_weight=1.0):
     mu)) / c_out (the flow-matching loss on the velocity, weighted per time so every t carries
     equal weight; joint stage only), plus ``mu_weight`` x the MSE of the estimate mu in units of
     the residual's spread (divided by residual_std^2), plus, with a spread, the Gaussian negative
-    log-likelihood of x1 - mu (mu held fixed) under it."""
+    log-likelihood of x1 - mu (mu held fixed; its components in the output's colour basis) under it."""
     o, r = output, residual_std
     loss = mu_weight * F.mse_loss(o.mu, o.x1) / r ** 2
     if o.spread is not None:
         sigma = r * o.spread
-        loss = loss + (sigma.log() + 0.5 * ((o.x1 - o.mu.detach()) / sigma) ** 2).mean() - math.log(r) - 0.5
+        residual = o.x1 - o.mu.detach()
+        residual = residual if o.basis is None else residual @ o.basis.to(residual)
+        loss = loss + (sigma.log() + 0.5 * (residual / sigma) ** 2).mean() - math.log(r) - 0.5
     if o.out is not None:
         loss = loss + F.mse_loss(o.out, o.target)
     return loss

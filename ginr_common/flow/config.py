@@ -1,6 +1,8 @@
 """The flow model's configuration (its defaults: the shipped cpu model of notebook 4)."""
 from dataclasses import dataclass
 
+from ginr_common.flow.colour import basis_matrix
+
 
 @dataclass
 class FlowConfig:
@@ -25,6 +27,8 @@ class FlowConfig:
     noise_length: float = 0.5      # correlation length of the noise field, base pixels
     noise_features: int = 512
     noise_channel_corr: float = 0.0  # correlation of the noise field's channels (0: independent)
+    colour_basis: str = "rgb"      # the basis the noise, the spread and the flow's output act in (flow.colour): "rgb"
+                                   # or "opponent" (brightness, red-green, yellow-blue: colour grain is spread apart)
     mu_weight: float = 4.0         # weight of the MSE on mu in the training loss
     grid_blocks: int = 6           # residual 3x3 convolution blocks of the grid refiner (0: none)
     grid_width: int = 64           # channels of the grid refiner
@@ -42,6 +46,7 @@ class FlowConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if not 0 <= self.noise_channel_corr < 1:
             raise ValueError(f"noise_channel_corr must be in [0, 1), got {self.noise_channel_corr}")
+        basis_matrix(self.colour_basis, self.in_channels)   # names a bad basis or channel count
         if self.guide not in ("normconv", "linear"):
             raise ValueError(f"guide must be 'normconv' or 'linear', got {self.guide!r}")
         if self.grid_blocks < 0 or self.grid_width < 1:

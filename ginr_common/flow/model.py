@@ -9,6 +9,7 @@ from ginr_common.curves import curve_orders, take_rows
 from ginr_common.decoders import NeighbourReader
 from ginr_common.encoder import EncodedPoints, PointEncoder
 from ginr_common.flow import bridge, sampler
+from ginr_common.flow.colour import basis_matrix
 from ginr_common.flow.config import FlowConfig
 from ginr_common.flow.estimate import GridRefiner, guide, normalised_convolution, rasterise, read_grid
 from ginr_common.flow.noise import noise_for
@@ -41,11 +42,12 @@ class Memory:
 
 @dataclass
 class Context:
-    """What every draw of one set of observations and queries shares (``SparseFieldFlow.context``)."""
+    """What every draw of one set of observations and queries shares (``SparseFieldFlow.context``);
+    values are in [-1, 1] and in the model's colour basis (``SparseFieldFlow.to_basis``)."""
     query_coords: torch.Tensor        # (B, Q, d)
     cond: torch.Tensor                # per-query conditioning (B, Q, hidden)
-    mu: torch.Tensor                  # the estimate (B, Q, C), in [-1, 1]
-    spread: torch.Tensor | None       # per-query spread (B, Q, C) with local_spread
+    mu: torch.Tensor                  # the estimate (B, Q, C)
+    spread: torch.Tensor | None       # per-query spread of each colour component (B, Q, C) with local_spread
     orders: list                      # curve orders of the queries, one per mixer block
     known: torch.Tensor | None = None     # hold_known: queries at observed coordinates (B, Q) bool
     x1_known: torch.Tensor | None = None  # and the observed value there (B, Q, C)
@@ -94,6 +96,7 @@ class SparseFieldFlow(nn.Module):
         self.t_proj = nn.ModuleList(nn.Linear(H, H) for _ in range(c.mixer_depth))
         self.mixer = nn.ModuleList(EncoderBlock(H, BiMamba(H, d_state=c.d_state)) for _ in range(c.mixer_depth))
         self.head = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, C))
+        self.register_buffer("colour", basis_matrix(c.colour_basis, C), persistent=False)
         self._register_load_state_dict_pre_hook(self._rename_old_parameters)
 
     @staticmethod
@@ -142,6 +145,16 @@ class SparseFieldFlow(nn.Module):
                              f"and {tuple(query_coords.shape)})")
         return query_coords
 
+    # ------------------------------------------------------------------ the colour basis
+    def to_basis(self, x):
+        """Values (..., C) -> their components in the colour basis the bridge runs in
+        (``FlowConfig.colour_basis``, ``flow.colour``); in RGB the values themselves."""
+        return x if self.config.colour_basis == "rgb" else x @ self.colour.to(x)
+
+    def from_basis(self, y):
+        """Components in the colour basis (..., C) -> values: the inverse of ``to_basis``."""
+        return y if self.config.colour_basis == "rgb" else y @ self.colour.to(y).T
+
     # ------------------------------------------------------------------ the estimate
     def guide(self, points, query_coords):
         """The guide (``flow.estimate.guide``) of the points' values at the queries (B, Q, C)."""
@@ -169,8 +182,9 @@ class SparseFieldFlow(nn.Module):
         return Memory(points, self.refine(points))
 
     def spread(self, memory, query_coords):
-        """The relative spread of x1 - mu at the queries (B, Q, C) (1 at initialisation; the
-        residual's spread is ``residual_std`` times it), or None without ``local_spread``."""
+        """The relative spread of x1 - mu at the queries (B, Q, C), per component of the colour
+        basis (1 at initialisation; the residual's spread is ``residual_std`` times it), or None
+        without ``local_spread``."""
         if memory.refined is None or memory.refined.log_spread is None:
             return None
         return read_grid(memory.refined.log_spread, query_coords).clamp(-5, 3).exp()
@@ -239,17 +253,21 @@ class SparseFieldFlow(nn.Module):
             if self.refiner is None:
                 raise ValueError("the estimate stage trains the grid refiner: it needs grid_blocks > 0")
             mu = self.guide(memory.points, query_coords) + read_grid(memory.refined.correction, query_coords)
-            return bridge.FlowOutput(mu, x1, self.spread(memory, query_coords))
+            return bridge.FlowOutput(mu, x1, self.spread(memory, query_coords), basis=self._basis())
         cond, mu = self.condition(memory, query_coords, cell)
         spread = self.spread(memory, query_coords)
         a = None if spread is None else spread.detach()
-        m = mu.detach()
+        m, y1 = self.to_basis(mu.detach()), self.to_basis(x1)      # the bridge runs in the colour basis
         t = t.to(x1.dtype)
-        x_t = bridge.point(bridge.start(m, z, self.config.noise_scale, a), x1, t)
+        x_t = bridge.point(bridge.start(m, z, self.config.noise_scale, a), y1, t)
         ctx = Context(query_coords, cond, m, a, curve_orders(query_coords, self.config.mixer_depth))
         _, c_skip, c_out = self.scalings(t[:, None, None], a)
         out = self.network(ctx, x_t, t)
-        return bridge.FlowOutput(mu, x1, spread, out, (x1 - m - c_skip * (x_t - m)) / c_out.clamp_min(1e-3))
+        return bridge.FlowOutput(mu, x1, spread, out, (y1 - m - c_skip * (x_t - m)) / c_out.clamp_min(1e-3),
+                                 self._basis())
+
+    def _basis(self):
+        return None if self.config.colour_basis == "rgb" else self.colour
 
     # ------------------------------------------------------------------ drawing
     def noise(self, coords, generator=None):
@@ -262,17 +280,17 @@ class SparseFieldFlow(nn.Module):
         memory = self.encode(obs_coords, obs_values)
         query_coords = self._queries(query_coords, memory)
         cond, mu = self.condition(memory, query_coords, cell)
-        ctx = Context(query_coords, cond, mu, self.spread(memory, query_coords),
+        ctx = Context(query_coords, cond, self.to_basis(mu), self.spread(memory, query_coords),
                       curve_orders(query_coords, self.config.mixer_depth))
         if hold_known:
             dist, j = torch.cdist(query_coords, memory.points.coords).min(-1)
-            ctx.known, ctx.x1_known = dist < 1e-6, take_rows(memory.points.values.to(mu.dtype), j)
+            ctx.known, ctx.x1_known = dist < 1e-6, self.to_basis(take_rows(memory.points.values.to(mu.dtype), j))
         return ctx
 
     @torch.no_grad()
     def estimate(self, obs_coords, obs_values, query_coords, cell=None):
         """The one-shot estimate mu (B, Q, C) in [0, 1] (the flow's starting point, no noise)."""
-        return ((self.context(obs_coords, obs_values, query_coords, cell).mu + 1) / 2).clamp(0, 1)
+        return ((self.from_basis(self.context(obs_coords, obs_values, query_coords, cell).mu) + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="exponential", generator=None,

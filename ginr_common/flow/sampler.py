@@ -18,8 +18,8 @@ SOLVERS = ("exponential", "euler", "heun")
 @torch.no_grad()
 def solve(model, context, z, steps=8, solver="exponential"):
     """One draw: integrate dx/dt = v from t = 0 (x0 = mu + noise_scale * spread * z, z (B, Q, C)
-    the noise at the queries) to 1 in ``steps`` equal steps of ``solver`` -> values (B, Q, C) in
-    [0, 1]. ``context``: ``model.context(...)`` of the observations and queries. With ``context.known``, queries at observed coordinates follow the straight path to
+    the noise at the queries, in the model's colour basis like the context) to 1 in ``steps`` equal
+    steps of ``solver`` -> values (B, Q, C) in [0, 1]. ``context``: ``model.context(...)`` of the observations and queries. With ``context.known``, queries at observed coordinates follow the straight path to
     their observed value at every step and end exactly on it."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -43,7 +43,7 @@ def solve(model, context, z, steps=8, solver="exponential"):
         for i, t in enumerate(ts[:-1]):
             x = hold(x, t)
             x = ctx.mu + (sig[i + 1] / sig[i]) * (x - ctx.mu) + (sig[i + 1] * dphi[i]) * model.network(ctx, x, t)
-        return ((hold(x, 1.0) + 1) / 2).clamp(0, 1)
+        return ((model.from_basis(hold(x, 1.0)) + 1) / 2).clamp(0, 1)
     x, dt = x0, 1.0 / steps
     for i in range(steps):
         t = i * dt
@@ -52,7 +52,7 @@ def solve(model, context, z, steps=8, solver="exponential"):
         if solver == "heun" and i < steps - 1:     # the last step is Euler: v is undefined at t = 1
             v = 0.5 * (v + model.velocity(ctx, hold(x + dt * v, t + dt), t + dt))
         x = x + dt * v
-    return ((hold(x, 1.0) + 1) / 2).clamp(0, 1)
+    return ((model.from_basis(hold(x, 1.0)) + 1) / 2).clamp(0, 1)
 
 
 @torch.no_grad()
