@@ -34,7 +34,7 @@ PROFILE, TRAIN = notebook.settings()   # GINR_PROFILE=smoke|cpu|long|full; TRAIN
 
 # %% [markdown]
 # ## The model
-# The weights shipped with the package (`ginr_common/weights/`), trained with the cpu profile on the embedded photographs. The figure shows where the LPs sit: in the token sequence, and their homes on the lattice over the image, which the decoder reads around each query.
+# The weights shipped with the package (`ginr_common/weights/`), trained with the `long` profile (9,000 steps: 32 minutes on two CPU cores) on the embedded photographs, each input a random degradation of a high-resolution crop: antialiased bicubic (40%), bilinear (20%) or box (40%) downsampling, noise of std up to 0.01 on 15% of them (`ginr_common.degradations`); the target is always the real crop. So a box-averaged input, what a camera's pixels are, renders well too: with seeds 0 and 1 this recipe gains +0.87 / +0.57 dB over bicubic at x2 / x4 on bicubic-made inputs and +0.57 / +0.36 dB on box-made ones (the mean of the two; docs/results.md). The `cpu` profile (ten minutes, bicubic-made inputs only: `GINR_PROFILE=cpu`, `TRAIN = True`, or `make run`) gains +0.71 / +0.45 dB and +0.26 / +0.15 dB (one seed). The figure shows where the LPs sit: in the token sequence, and their homes on the lattice over the image, which the decoder reads around each query.
 
 # %%
 model = load_pretrained(CONFIG)
