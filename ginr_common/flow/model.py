@@ -148,12 +148,12 @@ class SparseFieldFlow(nn.Module):
     # ------------------------------------------------------------------ the colour basis
     def to_basis(self, x):
         """Values (..., C) -> their components in the colour basis the bridge runs in
-        (``FlowConfig.colour_basis``, ``flow.colour``); in RGB the values themselves."""
-        return x if self.config.colour_basis == "rgb" else x @ self.colour.to(x)
+        (``FlowConfig.colour_basis``, ``flow.colour``); in RGB the values themselves (the identity)."""
+        return x @ self.colour.to(x)
 
     def from_basis(self, y):
         """Components in the colour basis (..., C) -> values: the inverse of ``to_basis``."""
-        return y if self.config.colour_basis == "rgb" else y @ self.colour.to(y).T
+        return y @ self.colour.to(y).T
 
     # ------------------------------------------------------------------ the estimate
     def guide(self, points, query_coords):
@@ -253,7 +253,7 @@ class SparseFieldFlow(nn.Module):
             if self.refiner is None:
                 raise ValueError("the estimate stage trains the grid refiner: it needs grid_blocks > 0")
             mu = self.guide(memory.points, query_coords) + read_grid(memory.refined.correction, query_coords)
-            return bridge.FlowOutput(mu, x1, self.spread(memory, query_coords), basis=self._basis())
+            return bridge.FlowOutput(mu, x1, self.spread(memory, query_coords), basis=self.colour)
         cond, mu = self.condition(memory, query_coords, cell)
         spread = self.spread(memory, query_coords)
         a = None if spread is None else spread.detach()
@@ -264,10 +264,7 @@ class SparseFieldFlow(nn.Module):
         _, c_skip, c_out = self.scalings(t[:, None, None], a)
         out = self.network(ctx, x_t, t)
         return bridge.FlowOutput(mu, x1, spread, out, (y1 - m - c_skip * (x_t - m)) / c_out.clamp_min(1e-3),
-                                 self._basis())
-
-    def _basis(self):
-        return None if self.config.colour_basis == "rgb" else self.colour
+                                 self.colour)
 
     # ------------------------------------------------------------------ drawing
     def noise(self, coords, generator=None):
