@@ -117,9 +117,9 @@ def test_the_profile_named_in_the_manifest_is_what_the_shipped_weights_were_trai
 
 def test_shipped_flow_velocity_is_joint_and_its_sample_coherent():
     """In the shipped flow model (sampling as it samples: with its per-query spread) a change of the
-    noisy value at one pixel moves the velocity at each of its 4 neighbours more than anywhere 8
-    pixels away, and ten times more on average; a sample of a held-out tile is neither speckled nor flat (total
-    variation within [0.5, 2] of the truth's)."""
+    noisy value at one pixel moves the velocity at its 4 neighbours, on average, ten times more than
+    at the pixels 8 or more away (at three pixels of a held-out tile); a sample of the tile is neither
+    speckled nor flat (total variation within [0.5, 2] of the truth's)."""
     from ginr_common.fourier import make_grid
     from ginr_common.metrics import total_variation
     from ginr_common.tasks.sparse_flow import observe
@@ -127,16 +127,17 @@ def test_shipped_flow_velocity_is_joint_and_its_sample_coherent():
     model = load_pretrained("flow_sparse")
     x = load_dataset("photos")["test"][300][0][None]
     oc, ov, grid, _ = observe(x, model.config.observe_frac)
+    rows, cols = torch.arange(32)[:, None], torch.arange(32)[None]
     with torch.no_grad():
         ctx = model.context(oc, ov, grid)
-        xt = ctx.mu + 0.1 * torch.randn(ctx.mu.shape, generator=torch.Generator().manual_seed(0))
-        v = model.velocity(ctx, xt, 0.5)
-        xt[0, 16 * 32 + 16] += 0.5
-        v2 = model.velocity(ctx, xt, 0.5)
-    change = (v2 - v)[0].abs().amax(-1).view(32, 32)
-    near = change[[15, 17, 16, 16], [16, 16, 15, 17]]          # the 4 neighbours of pixel (16, 16)
-    far = change[:8, :8]                                        # pixels at least 8 away
-    assert (near > far.max()).all() and near.mean() > 10 * far.mean(), (near, far.max(), far.mean())
+        for r, c in ((16, 16), (10, 20), (22, 9)):
+            xt = ctx.mu + 0.1 * torch.randn(ctx.mu.shape, generator=torch.Generator().manual_seed(0))
+            v = model.velocity(ctx, xt, 0.5)
+            xt[0, r * 32 + c] += 0.5
+            change = (model.velocity(ctx, xt, 0.5) - v)[0].abs().amax(-1).view(32, 32)
+            near = change[[r - 1, r + 1, r, r], [c, c, c - 1, c + 1]]
+            far = change[((rows - r).abs() >= 8) | ((cols - c).abs() >= 8)]
+            assert near.mean() > 1e-4 and near.mean() > 10 * far.mean(), ((r, c), near, far.mean())
     y = model.sample(oc, ov, make_grid((32, 32))[None], generator=torch.Generator().manual_seed(0))
     ratio = float(total_variation(y.transpose(1, 2).reshape(1, 3, 32, 32)) / total_variation(x))
     assert 0.5 < ratio < 2, ratio
