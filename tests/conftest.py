@@ -70,3 +70,33 @@ def fake_mamba_ssm(mamba_ssm_src, monkeypatch):
     monkeypatch.setattr(iface, "selective_scan_fn", iface.selective_scan_ref)
     monkeypatch.setattr(simple, "selective_scan_fn", iface.selective_scan_ref)
     return types.SimpleNamespace(iface=iface, simple=simple)
+
+
+# The suite runs on one worker per core with ``--dist loadscope``: a test file (or notebook) is one unit of work,
+# kept on one worker. The cases below take minutes each (every shipped model's manifest measured again, every
+# configuration trained from the command line): each is a unit of its own, queued before the rest, so the workers
+# share them instead of one worker running a whole file of them while the other idles at the end.
+OWN_UNITS = ("tests/test_pretrained.py::test_shipped_model_reproduces_every_number_of_its_manifest[",
+             "tests/test_train.py::test_cli_trains_and_evaluates_every_config[")
+
+
+def _own_unit(nodeid):
+    return nodeid.startswith(OWN_UNITS)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not _own_unit(item.nodeid))   # stable: the long cases first, then collection order
+
+
+@pytest.hookimpl(optionalhook=True)     # xdist's hook: pytest without xdist (-p no:xdist) runs these tests too
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OwnUnitsFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return nodeid if _own_unit(nodeid) else super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False     # the queue keeps the collection order above
+    return OwnUnitsFirst(config, log)

@@ -20,6 +20,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
      {"rows", "time_per_pixel_max_over_min", "largest_peak_mb", "under_limit"}),
     ("train_throughput.py", ["--profile", "smoke", "--repeats", "1"],
      {"phases_ms", "step_ms", "images_per_s", "encoder_share", "decoder_share"}),
+    ("allocator.py", ["--profile", "smoke", "--repeats", "1", "--rounds", "1"], {"rows", "speedup", "setting"}),
+    ("flow_views.py", ["--n-images", "2", "--k", "2"], {"shipped"}),
 ])
 def test_benchmark_scripts_run_and_write_results(script, args, keys, tmp_path):
     out = tmp_path / "res"
@@ -56,3 +58,24 @@ def test_linear_filter_fit_recovers_a_known_upsampling(seed):
     for k in (4, 6):
         w = fit(lr, hr2, k, ridge=1e-9)
         assert torch.allclose(apply(lr, w, k), hr2, atol=1e-5)
+
+
+def test_flow_views_are_the_eight_symmetries_of_the_pixel_grid():
+    """Every view maps the pixel centres of a square tile onto pixel centres (a permutation), and the 8
+    views are 8 different permutations, the identity among them."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from flow_views import VIEWS, view
+
+    from ginr_common.fourier import make_grid
+
+    grid = make_grid((6, 6), dtype=torch.float64)
+    index = lambda c: (c * 6 - 0.5).round().long() @ torch.tensor([6, 1])  # noqa: E731  (row, col) -> raster index
+    perms = []
+    for v in VIEWS:
+        mapped = view(grid, v)
+        assert torch.allclose(mapped * 6 - 0.5, (mapped * 6 - 0.5).round(), atol=1e-9), v
+        perms.append(tuple(index(mapped).tolist()))
+        assert sorted(perms[-1]) == list(range(36)), v
+    assert len(set(perms)) == 8 and tuple(range(36)) in perms
