@@ -30,6 +30,12 @@ def load(model):
     return load_pretrained("flow_sparse") if model == "shipped" else load_checkpoint(model)[0]
 
 
+def spread_tiles(split, n):
+    """n tiles (n, C, H, W) spread evenly over a split of the embedded photographs."""
+    tiles = load_dataset("photos")[split]
+    return torch.stack([tiles[int(i)][0] for i in torch.linspace(0, len(tiles) - 1, min(n, len(tiles))).long()])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["shipped"], help="'shipped' or flow checkpoints (best.pt)")
@@ -40,8 +46,7 @@ def main(argv=None):
     p.add_argument("--without-network", action="store_true", help="zero the network's output (the Gaussian part)")
     p.add_argument("--out", default="flow_steps")
     a = p.parse_args(argv)
-    tiles = load_dataset("photos")[a.split]
-    tiles = torch.stack([tiles[int(i)][0] for i in torch.linspace(0, len(tiles) - 1, min(a.n_images, len(tiles))).long()])
+    tiles = spread_tiles(a.split, a.n_images)
     lines = [f"One sample of {len(tiles)} {a.split} tiles as the solver refines: PSNR on the unobserved pixels / total "
              "variation over the truth's / chroma total variation over the truth's" +
              (" (the network's output zeroed: the Gaussian part alone)" if a.without_network else ""), "",

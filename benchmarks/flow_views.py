@@ -16,9 +16,8 @@ import sys
 
 import torch
 from _util import RESULTS, write_results
-from flow_steps import load
+from flow_steps import load, spread_tiles
 
-from ginr_common.data import load_dataset
 from ginr_common.metrics import masked_psnr, ssim
 from ginr_common.tasks.sparse_flow import evaluate_sparse, observe, tv_ratios
 
@@ -67,8 +66,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.k < 2 or a.k % 2:
         p.error(f"--k must be an even number >= 2 (antithetic pairs), got {a.k}")
-    tiles = load_dataset("photos")["test"]
-    tiles = torch.stack([tiles[int(i)][0] for i in torch.linspace(0, len(tiles) - 1, min(a.n_images, len(tiles))).long()])
+    tiles = spread_tiles("test", a.n_images)
     lines = [f"The flow's estimate and mean of {a.k} on {len(tiles)} test tiles, as it is and averaged over the 8 "
              "views of the square: PSNR on the unobserved pixels / SSIM / chroma TV over the truth's", "",
              "| model | row | PSNR unobserved | SSIM | chroma TV / truth |", "|---|---|---|---|---|"]
