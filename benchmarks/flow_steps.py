@@ -44,6 +44,8 @@ def main(argv=None):
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--n-images", type=int, default=32, help="tiles spread over the split")
     p.add_argument("--without-network", action="store_true", help="zero the network's output (the Gaussian part)")
+    p.add_argument("--noise-length", type=float, help="draw the noise field with this length (pixels) instead of "
+                   "the one the model was trained with")
     p.add_argument("--out", default="flow_steps")
     a = p.parse_args(argv)
     tiles = spread_tiles(a.split, a.n_images)
@@ -56,6 +58,8 @@ def main(argv=None):
     for name in a.models:
         model = load(name)
         c = model.config
+        if a.noise_length is not None:
+            c.noise_length = a.noise_length
         if a.without_network:
             model.network = lambda ctx, x, t: torch.zeros_like(x)
         label = f"{name} (noise length {c.noise_length}, channel correlation {c.noise_channel_corr})"

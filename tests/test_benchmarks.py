@@ -22,6 +22,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
      {"phases_ms", "step_ms", "images_per_s", "encoder_share", "decoder_share"}),
     ("allocator.py", ["--profile", "smoke", "--repeats", "1", "--rounds", "1"], {"rows", "speedup", "setting"}),
     ("flow_views.py", ["--n-images", "2", "--k", "2"], {"shipped"}),
+    ("flow_residual.py", ["--n-images", "2", "--steps", "2"], {"shipped"}),
 ])
 def test_benchmark_scripts_run_and_write_results(script, args, keys, tmp_path):
     out = tmp_path / "res"
@@ -79,3 +80,26 @@ def test_flow_views_are_the_eight_symmetries_of_the_pixel_grid():
         perms.append(tuple(index(mapped).tolist()))
         assert sorted(perms[-1]) == list(range(36)), v
     assert len(set(perms)) == 8 and tuple(range(36)) in perms
+
+
+def test_flow_residual_statistics_in_float64():
+    """The residual's standard deviation is taken on the unobserved pixels only, and its lag-1
+    correlation is 1 for a field constant along rows and columns, -1 for a checkerboard, near 0 for
+    white noise."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from flow_residual import residual_stats
+
+    B, H, W = 4, 16, 16
+    mask = torch.zeros(B, H, W, dtype=torch.bool)
+    mask[:, :8] = True
+    sign = (-1.0) ** (torch.arange(H)[:, None] + torch.arange(W)).double()
+    flat = torch.full((B, H, W), 0.3, dtype=torch.float64)
+    flat[:, 8:] = 5.0                                   # observed pixels: not in the standard deviation
+    white = torch.randn(64, H, W, dtype=torch.float64)
+    r = residual_stats(torch.stack([flat, 0.2 * sign.expand(B, H, W), torch.ones(B, H, W, dtype=torch.float64)], 1), mask)
+    assert abs(r["brightness"]["std"] - 0.3) < 1e-12 and abs(r["red-green"]["std"] - 0.2) < 1e-12
+    assert abs(r["red-green"]["lag1"] + 1) < 1e-12 and abs(r["yellow-blue"]["lag1"] - 1) < 1e-12
+    w = residual_stats(white[:, None].expand(-1, 3, -1, -1), torch.ones(64, H, W, dtype=torch.bool))
+    assert abs(w["brightness"]["lag1"]) < 0.03 and abs(w["brightness"]["std"] - 1) < 0.03
