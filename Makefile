@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 # glibc's allocator keeps freed memory for the next tensor instead of handing every large block back to the system
-# and faulting it in again: a CPU training step of notebook 1's model about a fifth faster, the test suite's system
+# and faulting it in again: a CPU training step of notebook 1's model 1.24x faster, the test suite's system
 # time mostly gone (python benchmarks/allocator.py measures it)
 ALLOC  := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
 
