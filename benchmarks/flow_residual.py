@@ -11,11 +11,9 @@ residual that is too large, or too little correlated from pixel to pixel.
 Writes benchmarks/results/<out>.md and .json.
 """
 import argparse
-import sys
 
 import torch
-from _util import RESULTS, write_results
-from flow_steps import load, spread_tiles
+from flow_steps import spread_tiles, tabulate
 
 from ginr_common.flow.colour import basis_matrix
 from ginr_common.tasks.sparse_flow import observe
@@ -56,17 +54,9 @@ def main(argv=None):
     lines = [f"The residual from the estimate on {len(tiles)} test tiles (one sample: {a.steps} exponential steps), "
              "opponent basis, [-1, 1] units: standard deviation on the unobserved pixels / lag-1 correlation", "",
              "| model | residual of | " + " | ".join(COMPONENTS) + " |", "|---|---|" + "---|" * len(COMPONENTS)]
-    rows = {}
-    for name in a.models:
-        rows[name] = measure(load(name), tiles, a.steps)
-        for of, r in rows[name].items():
-            lines.append(f"| {name} | {of} | " + " | ".join(f"{r[c]['std']:.3f} / {r[c]['lag1']:.2f}"
-                                                            for c in COMPONENTS) + " |")
-            print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print("\n" + text)
-    write_results(RESULTS / a.out, "flow_residual.py", argv if argv is not None else sys.argv[1:], text, rows)
-
+    tabulate(a.models, lambda model: measure(model, tiles, a.steps),
+             lambda r: " | ".join(f"{r[c]['std']:.3f} / {r[c]['lag1']:.2f}" for c in COMPONENTS), lines,
+             "flow_residual.py", a.out, argv)
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,26 @@ def spread_tiles(split, n):
     return torch.stack([tiles[int(i)][0] for i in torch.linspace(0, len(tiles) - 1, min(n, len(tiles))).long()])
 
 
+def finish(lines, rows, script, out, argv):
+    """Print the table ``lines`` and write it with ``rows`` to benchmarks/results/<out>.md and .json."""
+    text = "\n".join(lines)
+    print("\n" + text)
+    write_results(RESULTS / out, script, argv if argv is not None else sys.argv[1:], text, rows)
+
+
+def tabulate(models, measure, cells, lines, script, out, argv):
+    """For each of ``models`` ('shipped' or checkpoints): rows[model] = measure(the loaded model), a dict of
+    results, each a table line "| model | key | cells(result) |" added to ``lines`` and printed as it comes;
+    then ``finish``."""
+    rows = {}
+    for name in models:
+        rows[name] = measure(load(name))
+        for key, r in rows[name].items():
+            lines.append(f"| {name} | {key} | {cells(r)} |")
+            print(lines[-1], flush=True)
+    finish(lines, rows, script, out, argv)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["shipped"], help="'shipped' or flow checkpoints (best.pt)")
@@ -70,9 +90,7 @@ def main(argv=None):
                 f"{r[n]['psnr_unobserved']:.2f} / {r[n]['tv_ratio']:.3f} / {r[n]['chroma_tv_ratio']:.2f}"
                 for n in a.steps) + " |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print("\n" + text)
-    write_results(RESULTS / a.out, "flow_steps.py", argv if argv is not None else sys.argv[1:], text, rows)
+    finish(lines, rows, "flow_steps.py", a.out, argv)
 
 
 if __name__ == "__main__":

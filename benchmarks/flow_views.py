@@ -12,11 +12,9 @@ PSNR on the unobserved pixels, SSIM on the full tile, chroma total variation ove
 Writes benchmarks/results/<out>.md and .json.
 """
 import argparse
-import sys
 
 import torch
-from _util import RESULTS, write_results
-from flow_steps import load, spread_tiles
+from flow_steps import spread_tiles, tabulate
 
 from ginr_common.metrics import masked_psnr, ssim
 from ginr_common.tasks.sparse_flow import evaluate_sparse, observe, tv_ratios
@@ -70,16 +68,9 @@ def main(argv=None):
     lines = [f"The flow's estimate and mean of {a.k} on {len(tiles)} test tiles, as it is and averaged over the 8 "
              "views of the square: PSNR on the unobserved pixels / SSIM / chroma TV over the truth's", "",
              "| model | row | PSNR unobserved | SSIM | chroma TV / truth |", "|---|---|---|---|---|"]
-    rows = {}
-    for name in a.models:
-        rows[name] = measure(load(name), tiles, a.k)
-        for row, r in rows[name].items():
-            lines.append(f"| {name} | {row} | {r['psnr_unobserved']:.2f} | {r['ssim']:.4f} | {r['chroma_tv_ratio']:.2f} |")
-            print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print("\n" + text)
-    write_results(RESULTS / a.out, "flow_views.py", argv if argv is not None else sys.argv[1:], text, rows)
-
+    tabulate(a.models, lambda model: measure(model, tiles, a.k),
+             lambda r: f"{r['psnr_unobserved']:.2f} | {r['ssim']:.4f} | {r['chroma_tv_ratio']:.2f}", lines,
+             "flow_views.py", a.out, argv)
 
 if __name__ == "__main__":
     main()
