@@ -6,7 +6,8 @@
 
 Each (variant, seed) trains the flow_sparse configuration with one change (see VARIANTS) in
 checkpoints/<name>-<hash of its settings> (a finished run is reused, a partial one resumed) and
-evaluates its best.pt (selected on the validation photographs) on tiles of the test photographs
+evaluates its best.pt (selected on the validation photographs; its sampling temperatures calibrated there
+too unless --uncalibrated) on tiles of the test photographs
 with the fixed evaluation masks (20% observed, seed 42): PSNR and SSIM on the full image, PSNR on
 the unobserved pixels, the total-variation ratios to the truth (of the image and of its colour,
 ``metrics.chroma``), for the model's one-shot estimate,
@@ -126,6 +127,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--solver", default="exponential", choices=SOLVERS)
     p.add_argument("--n-hr", type=int, default=8, help="HR test crops for the zero-shot rows")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="sample at temperature 1 (the model's own draws) instead of the temperatures calibrated on the "
+                        "validation photographs (tasks.sparse_flow.calibrate), as the shipped weights are")
     p.add_argument("--out", default="sparse_quality")
     a = p.parse_args(argv)
 
@@ -135,9 +139,11 @@ def main(argv=None):
             cfg = _cfg(a.profile, v, seed)
             ck = CHECKPOINTS / run_name(cfg, "photos")
             m = fit(cfg, "photos", out=ck, resume=True)
-            res, _ = evaluate_checkpoint(ck / "best.pt", "photos", n_images=a.n_images, k=a.k, steps=a.steps,
-                                         solver=a.solver, n_hr=a.n_hr, sizes=(64, 96, 128), independent=True)
+            res, _ = evaluate_checkpoint(ck / "best.pt", "photos", calibrate=not a.uncalibrated, n_images=a.n_images,
+                                         k=a.k, steps=a.steps, solver=a.solver, n_hr=a.n_hr, sizes=(64, 96, 128),
+                                         independent=True)
             model, _ = load_checkpoint(ck / "best.pt")
+            model.temperature.copy_(torch.tensor(res["temperature"]))
             tiles = test_tiles(a.n_images)
             res["by_steps"] = {sv: one_sample_by_steps(model, tiles, STEPS, sv) for sv in (a.solver, "euler")}
             runs[(v, seed)] = (res, m)
@@ -155,7 +161,10 @@ def main(argv=None):
 
     mean_k = f"mean_{a.k}"
     lines = [f"profile {a.profile}, seeds {a.seeds}: {a.n_images} test tiles (fixed masks, 20% observed), "
-             f"{a.solver} {a.steps} steps, k = {a.k}. Mean ± spread over the training seeds.", ""]
+             f"{a.solver} {a.steps} steps, k = {a.k}. Mean ± spread over the training seeds. Sampling temperatures "
+             "(brightness, colour): " + ", ".join(f"seed {s} {tuple(runs[(a.variants[0], s)][0]['temperature'])}"
+                                                  for s in a.seeds)
+             + ("" if a.uncalibrated else " (calibrated on the validation photographs)") + ".", ""]
     rows = []
     for v in a.variants:
         rs = [runs[(v, s)][0] for s in a.seeds]

@@ -11,6 +11,7 @@ of 4 and --k samples against nearest and linear interpolation (sparse.png), and 
 at 64, 96, 128 against linear interpolation upsampled bicubically (zero_shot.png).
 """
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from ginr_common.flow.sampler import SOLVERS
 from ginr_common.tasks import make_task
 
 
-def evaluate_model(model, config, out=None, data=None, progress=True, record=None, **options):
+def evaluate_model(model, config, out=None, data=None, progress=True, record=None, calibrate=False, **options):
     """Run the evaluation of the task of ``config`` (a config name, trained with its cpu profile,
     or a TrainConfig) on ``model`` (options: see the task's ``evaluate``). Returns (results,
     predictions). With ``out``, writes there eval.json (the results after the entries of
-    ``record``) and the task's figures."""
+    ``record``) and the task's figures. ``calibrate``: first set what the model takes from the
+    validation split (``Task.calibrate``: a flow's sampling temperatures), recorded under
+    ``calibration`` in the results."""
     torch.manual_seed(0)
     np.random.seed(0)
     cfg = get_config(config, "cpu") if isinstance(config, str) else config
@@ -41,8 +44,9 @@ def evaluate_model(model, config, out=None, data=None, progress=True, record=Non
     # the test split's HR crops (a folder without large images has none); CIFAR-10: the held-out photographs'
     sr_pairs = datasets["test_sr"] if "test_sr" in datasets else load_sr_pairs("test")
     sr_pairs = sr_pairs if len(sr_pairs[0]) else None
+    calibration = task.calibrate(model.eval(), datasets) if calibrate else None
     results, predictions = task.evaluate(model.eval(), datasets, progress=progress, sr_pairs=sr_pairs, **options)
-    results = {**(record or {}), **results}
+    results = {**(record or {}), **({"calibration": dataclasses.asdict(calibration)} if calibration else {}), **results}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,7 @@ def evaluate_model(model, config, out=None, data=None, progress=True, record=Non
     return results, predictions
 
 
-def evaluate_checkpoint(checkpoint, data=None, out=None, progress=True, **options):
+def evaluate_checkpoint(checkpoint, data=None, out=None, progress=True, calibrate=False, **options):
     """Load ``checkpoint``, run its task's evaluation (options: see the task's ``evaluate``) and
     write the results and figures beside it (or in ``out``). Returns (results, predictions)."""
     model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
@@ -61,7 +65,7 @@ def evaluate_checkpoint(checkpoint, data=None, out=None, progress=True, **option
     cfg = train_config_from_checkpoint(ckpt)
     data = data or default_data(cfg)
     record = {"checkpoint": str(checkpoint), "step": ckpt["train_state"].get("step"), "data": data}
-    return evaluate_model(model, cfg, out, data, progress, record, **options)
+    return evaluate_model(model, cfg, out, data, progress, record, calibrate, **options)
 
 
 def main(argv=None):
@@ -81,13 +85,15 @@ def main(argv=None):
     p.add_argument("--solver", default="exponential", choices=SOLVERS,
                    help="flow models: ODE solver (see ginr_common.flow.sampler)")
     p.add_argument("--n-hr", type=int, default=8, help="flow models: HR test crops for the zero-shot renders")
+    p.add_argument("--calibrate", action="store_true", help="flow models: first calibrate the sampling temperatures "
+                   "on the validation split (ginr_common.tasks.sparse_flow.calibrate; the checkpoint is untouched)")
     a = p.parse_args(argv)
     options = {"sizes": tuple(a.sizes)} if a.sizes else {}
     if train_config_from_checkpoint(load_checkpoint(a.checkpoint)[1]).task == "sparse_flow":
         options.update(n_images=a.n_images, k=a.k, steps=a.steps, solver=a.solver, n_hr=a.n_hr)
     elif a.degradations:
         options["degradations"] = True
-    results, _ = evaluate_checkpoint(a.checkpoint, a.data, a.out, **options)
+    results, _ = evaluate_checkpoint(a.checkpoint, a.data, a.out, calibrate=a.calibrate, **options)
     print(json.dumps(results, indent=1))
 
 

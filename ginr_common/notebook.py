@@ -38,7 +38,8 @@ def shipped(name):
 def train_from_scratch(cfg, train=True, data=None, **evaluation):
     """Train the TrainConfig ``cfg`` in checkpoints/<name>-<hash of the settings>/ (a finished run
     is reused, a partial one resumed), with live curves, then evaluate its best checkpoint there
-    (``evaluation``: options of the task's evaluation) and print the table. Returns (metrics,
+    (``evaluation``: options of the task's evaluation; a flow's sampling temperatures are calibrated on the
+    validation split first) and print the table. Returns (metrics,
     results), or prints how to train and returns None when ``train`` is False."""
     name = cfg.model.name
     if not train:
@@ -54,7 +55,7 @@ def train_from_scratch(cfg, train=True, data=None, **evaluation):
     metrics = fit(cfg, data, out=run, resume=True, on_step=LiveCurves(every=max(cfg.steps // 8, 1), title=name))
     training_curves(metrics["history"], f"{name}: best validation {metrics['best_val_psnr']:.2f} dB")
     model, _ = load_checkpoint(run / "best.pt")
-    results, _ = evaluate_model(model, cfg, run, data, progress=False, **evaluation)
+    results, _ = evaluate_model(model, cfg, run, data, progress=False, calibrate=True, **evaluation)
     print(sparse_summary(results) if "free" in results else recon_summary(results))
     return metrics, results
 

@@ -33,7 +33,7 @@ from ginr_common.checkpoints import (PRETRAINED, WEIGHTS, flat, load_checkpoint,
                                      save_pretrained)
 from ginr_common.configs import config_json, default_data, get_config, run_name
 from ginr_common.data import load_dataset, load_sr_pairs
-from ginr_common.evaluate import evaluate_checkpoint, evaluate_model
+from ginr_common.evaluate import evaluate_model
 from ginr_common.flow.sampler import SOLVERS
 from ginr_common.metrics import psnr
 from ginr_common.tasks.sparse_flow import observe
@@ -110,8 +110,11 @@ def release(name, seed=0, profile="cpu"):
     # image super-resolution is also measured on inputs made by each degradation (ginr_common.degradations)
     options = {"degradations": True} if cfg.sr_scales and len(cfg.model.input_size) == 2 and cfg.task != "sparse_flow" \
         else {}
-    # evaluated here, every time: an eval.json beside the checkpoint may come from other options
-    results, _ = evaluate_checkpoint(ck / "best.pt", data, progress=False, **options)
+    # evaluated here, every time: an eval.json beside the checkpoint may come from other options; a flow model's
+    # sampling temperatures are calibrated on the validation split first and shipped with its weights
+    record = {"checkpoint": str(ck / "best.pt"), "step": ckpt["train_state"].get("step"), "data": data}
+    results, _ = evaluate_model(model, cfg, ck, data, False, record, calibrate=True, **options)
+    calibration = results.pop("calibration", None)
     model.eval()
     manifest = {
         "name": name,
@@ -119,7 +122,7 @@ def release(name, seed=0, profile="cpu"):
         "release_command": f"python -m ginr_common.release --names {name} --seed {seed} --profile {profile}",
         "profile": profile, "seed": seed, "commit": commit(), "data": ckpt.get("data"),
         "best_step": ckpt["train_state"].get("step"), "train_seconds": metrics.get("train_seconds"),
-        "train_config": config_json(cfg), "results": results,
+        "train_config": config_json(cfg), **({"calibration": calibration} if calibration else {}), "results": results,
         "seconds_to_build": round(time.time() - t0),
     }
     return save_pretrained(model, WEIGHTS / name, manifest)

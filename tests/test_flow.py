@@ -747,3 +747,84 @@ def test_sparse_figure_error_maps_show_each_methods_error(seed):
     assert torch.allclose(panel(err_row[3])[..., 0], (truth[0] * 2).mean(0).clamp(0, 1), atol=1e-5)
     assert not err_row[0].get_images() and not err_row[4].get_images()                        # observed, spread
     assert len(sparse_figure(preds, truth, n=2).axes) == 2 * 6
+
+
+def test_temper_scales_brightness_and_colour_apart_in_float64(seed):
+    """``temper`` scales the channel mean of the noise by the brightness temperature and each
+    channel's difference from it by the colour temperature, in either colour basis; (1, 1) leaves
+    the noise as drawn; the sampler draws from the tempered noise (the analytic Gaussian flow lands
+    on m + s * tempered z); bad temperatures are named."""
+    z = torch.randn(2, 10, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    for basis in ("rgb", "opponent"):
+        model = SparseFieldFlow(small(colour_basis=basis)).double()
+        assert torch.equal(model.temperature, torch.ones(2, dtype=torch.float64))
+        zb = model.to_basis(z)
+        assert torch.allclose(model.temper(zb), zb, atol=1e-12)
+        out = model.from_basis(model.temper(zb, (0.5, 0.2)))
+        bright = z.mean(-1, keepdim=True)
+        assert torch.allclose(out.mean(-1, keepdim=True), 0.5 * bright, atol=1e-12)
+        assert torch.allclose(out - out.mean(-1, keepdim=True), 0.2 * (z - bright), atol=1e-12)
+        model.temperature.copy_(torch.tensor([0.5, 0.2]))
+        assert torch.allclose(model.temper(zb), model.temper(zb, (0.5, 0.2)), atol=1e-12)
+        for bad in ((1.0,), (1.0, -0.1), (1, 1, 1)):
+            with pytest.raises(ValueError, match="temperature must be two numbers >= 0"):
+                model.temper(zb, bad)
+    model = GaussianFlow(small(noise_scale=1.0)).double()
+    oc, ov = (x.double() for x in _obs())
+    qc = make_grid((8, 8)).double().expand(2, -1, -1)
+    x0 = model.noise(qc, torch.Generator().manual_seed(1))
+    x = model.sample(oc, ov, qc, steps=200, solver="heun", generator=torch.Generator().manual_seed(1),
+                     temperature=(0.5, 0.2))
+    exact = ((model.m + model.s * model.temper(x0, (0.5, 0.2))) + 1) / 2
+    assert (x - exact).abs().max() < 1e-3
+    assert (x - ((model.m + model.s * x0) + 1) / 2).abs().max() > 0.1
+
+
+def test_temperature_is_saved_with_the_weights_and_old_weights_sample_at_one(tmp_path):
+    """The calibrated temperature travels with the weights (checkpoints and shipped folders); a state
+    dict written before it existed loads with (1, 1)."""
+    from ginr_common.checkpoints import from_pretrained, save_pretrained
+
+    model = SparseFieldFlow(small())
+    model.temperature.copy_(torch.tensor([0.7, 0.3]))
+    save_checkpoint(tmp_path / "c.pt", model)
+    save_pretrained(model, tmp_path / "w")
+    for again in (load_checkpoint(tmp_path / "c.pt")[0], from_pretrained(tmp_path / "w")):
+        assert torch.equal(again.temperature, torch.tensor([0.7, 0.3]))
+    old = {k: v for k, v in model.state_dict().items() if k != "temperature"}
+    fresh = SparseFieldFlow(small())
+    fresh.temperature.fill_(0.5)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.temperature, torch.ones(2))
+
+
+class _TemperedSpeckle(SparseFieldFlow):
+    """Samples = linear interpolation of the observations + 0.15 * the tempered white noise (z, -z,
+    ...): the sample's total variation and colour total variation rise with the temperatures."""
+
+    def samples(self, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, temperature=None,
+                **kw):
+        base = interpolate_sparse(obs_coords, obs_values, query_coords, "linear")
+        z = self.temper(torch.randn(base.shape, generator=generator), temperature)
+        return torch.stack([(base + 0.15 * (-1) ** i * z).clamp(0, 1) for i in range(k)])
+
+
+def test_calibrate_matches_the_truths_variation_and_never_adds_noise(seed):
+    """``calibrate`` sets temperatures in (0, 1) under which one sample's total variation and colour
+    total variation are the truth's (within 0.05), from ratios well above 1 at (1, 1); on tiles that
+    vary more than the draws at (1, 1) it keeps (1, 1)."""
+    from ginr_common.tasks.sparse_flow import calibrate
+
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.2, 0.8, 16)
+    images = (0.5 * ramp + 0.5 * ramp[:, None] + 0.04 * torch.randn(4, 3, 16, 16, generator=g)).clamp(0, 1)
+    model = _TemperedSpeckle(small(input_size=(16, 16)))
+    c = calibrate(model, images)
+    assert c.before["tv_ratio"] > 1.3 and c.before["chroma_tv_ratio"] > 1.3
+    assert all(0 < t < 1 for t in c.temperature)
+    assert torch.allclose(model.temperature, torch.tensor(c.temperature))
+    assert abs(c.after["tv_ratio"] - 1) < 0.05 and abs(c.after["chroma_tv_ratio"] - 1) < 0.05
+    noisy = torch.rand(4, 3, 16, 16, generator=g)
+    model.temperature.fill_(1.0)
+    c = calibrate(model, noisy)
+    assert c.temperature == (1.0, 1.0) and c.before["tv_ratio"] < 1

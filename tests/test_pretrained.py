@@ -147,7 +147,8 @@ def test_shipped_flow_velocity_is_joint_and_its_sample_coherent():
 def test_shipped_flow_sample_converges_as_the_solver_refines():
     """On 8 fixed held-out tiles, one sample of the shipped flow (the default solver, the same
     noise) scores within 0.3 dB (PSNR on the unobserved pixels) and 0.05 (total variation over the
-    truth's) at 16 and 32 steps of what it scores at 8."""
+    truth's) at 16 and 32 steps of what it scores at 8, its colour varying at most 1.3x as much as the
+    truth's at every count (at the temperatures calibrated on the validation photographs)."""
     from ginr_common.tasks.sparse_flow import one_sample_by_steps
 
     test = load_dataset("photos")["test"]
@@ -156,3 +157,4 @@ def test_shipped_flow_sample_converges_as_the_solver_refines():
     for n in (16, 32):
         assert abs(by[n]["psnr_unobserved"] - by[8]["psnr_unobserved"]) <= 0.3, by
         assert abs(by[n]["tv_ratio"] - by[8]["tv_ratio"]) <= 0.05, by
+    assert all(by[n]["chroma_tv_ratio"] <= 1.3 for n in by), by

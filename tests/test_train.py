@@ -101,11 +101,15 @@ def test_cli_trains_and_evaluates_every_config(name, tmp_path):
     # the checkpoint reproduces the validation number training recorded
     data = load_dataset(default_data(cfg), size=cfg.model.input_size, channels=cfg.model.in_channels)
     assert make_task(cfg).validate(model, data) == pytest.approx(m["best_val_psnr"], abs=1e-4)
-    extra = ["--n-images", "4", "--k", "2", "--steps", "2", "--n-hr", "2"] if name == "flow_sparse" else []
+    extra = ["--n-images", "4", "--k", "2", "--steps", "2", "--n-hr", "2", "--calibrate"] if name == "flow_sparse" else []
     run("--checkpoint", str(tmp_path / "best.pt"), *extra, module="ginr_common.evaluate")
     ev = json.loads((tmp_path / "eval.json").read_text())
     if name == "flow_sparse":
         assert {"free", "hold_known", "zero_shot"} <= set(ev) and {"64", "128"} == set(ev["zero_shot"])
+        # calibrated on the validation split, then evaluated at those temperatures (the checkpoint untouched)
+        t = ev["calibration"]["temperature"]
+        assert all(0 <= v <= 1 for v in t) and ev["temperature"] == [round(v, 4) for v in t]
+        assert torch.equal(load_checkpoint(tmp_path / "best.pt")[0].temperature, torch.ones(2))
         assert (tmp_path / "sparse.png").stat().st_size > 10_000
     else:
         sizes = {"64", "128"} if name != "volume" else {str(2 * cfg.model.input_size[-1])}   # volumes: HR crops 2x

@@ -97,12 +97,16 @@ class SparseFieldFlow(nn.Module):
         self.mixer = nn.ModuleList(EncoderBlock(H, BiMamba(H, d_state=c.d_state)) for _ in range(c.mixer_depth))
         self.head = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, C))
         self.register_buffer("colour", basis_matrix(c.colour_basis, C), persistent=False)
+        # the sampling temperatures of the noise's brightness and colour (``temper``): 1 until ``calibrate`` sets them
+        self.register_buffer("temperature", torch.ones(2))
         self._register_load_state_dict_pre_hook(self._rename_old_parameters)
 
     @staticmethod
     def _rename_old_parameters(state_dict, prefix, *args):
         """Load checkpoints written before the encoder and reader were shared parts: rename their
-        parameters, and reorder the time embedding's inputs from [sin | cos] to interleaved."""
+        parameters, and reorder the time embedding's inputs from [sin | cos] to interleaved. Those
+        written before the temperatures sample at 1 (the model's own distribution)."""
+        state_dict.setdefault(prefix + "temperature", torch.ones(2))
         if prefix + "obs_embed.weight" not in state_dict:
             return
         for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -271,6 +275,22 @@ class SparseFieldFlow(nn.Module):
         """z at coords (B, Q, d): the model's noise field (``flow.noise``), fixed by the generator."""
         return noise_for(self.config, coords, generator)
 
+    def temper(self, z, temperature=None):
+        """The noise z (B, Q, C, in the colour basis) at the sampling temperatures (brightness,
+        colour) (default: the model's ``temperature``, which ``tasks.sparse_flow.calibrate`` sets):
+        its brightness (the mean of the channels) scaled by the first, its colour (each channel's
+        difference from that mean) by the second. (1, 1) leaves z as drawn: the model's own
+        distribution; lower temperatures draw closer to the estimate."""
+        t = self.temperature if temperature is None else torch.as_tensor(temperature, dtype=torch.float64)
+        if t.shape != (2,) or not bool((t >= 0).all()):
+            raise ValueError(f"temperature must be two numbers >= 0 (brightness, colour), got {temperature!r}")
+        tb, tc = t.tolist()
+        if tb == tc == 1:
+            return z
+        x = self.from_basis(z)
+        bright = x.mean(-1, keepdim=True)
+        return self.to_basis(tb * bright + tc * (x - bright))
+
     @torch.no_grad()
     def context(self, obs_coords, obs_values, query_coords, cell=None, hold_known=False):
         """Context: what every draw of these observations and queries shares, computed once."""
@@ -291,15 +311,15 @@ class SparseFieldFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs_coords, obs_values, query_coords, steps=8, solver="exponential", generator=None,
-               hold_known=False, cell=None):
+               hold_known=False, cell=None, temperature=None):
         """One draw (B, Q, C) in [0, 1]: ``samples(..., k=1)[0]``."""
         return self.samples(obs_coords, obs_values, query_coords, 1, generator, steps=steps, solver=solver,
-                            hold_known=hold_known, cell=cell)[0]
+                            hold_known=hold_known, cell=cell, temperature=temperature)[0]
 
     def samples(self, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, progress=False,
                 **options):
         """k draws (k, B, Q, C) in [0, 1]: ``flow.sampler.samples`` (options: steps, solver,
-        hold_known, cell)."""
+        hold_known, cell, temperature)."""
         return sampler.samples(self, obs_coords, obs_values, query_coords, k, generator, antithetic, progress,
                                **options)
 

@@ -57,17 +57,18 @@ def solve(model, context, z, steps=8, solver="exponential"):
 
 @torch.no_grad()
 def samples(model, obs_coords, obs_values, query_coords, k=16, generator=None, antithetic=True, progress=False,
-            steps=8, solver="exponential", hold_known=False, cell=None):
+            steps=8, solver="exponential", hold_known=False, cell=None, temperature=None):
     """k draws (k, B, Q, C) in [0, 1] at ``query_coords`` (any coordinates), sharing one context
     (``model.context``). ``antithetic``: in pairs with the noise fields z and -z (-z is as likely
     as z), so every draw is still a draw of the model while a pair's mean cancels the part that
     is odd in the noise: the mean of k draws is a lower-variance estimate of the model's
-    posterior mean than k independent draws give. ``progress``: a bar over the draws."""
+    posterior mean than k independent draws give. ``progress``: a bar over the draws. ``temperature``:
+    (brightness, colour) of the noise (``SparseFieldFlow.temper``; default: the model's own)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     ctx = model.context(obs_coords, obs_values, query_coords, cell, hold_known)
     out, z = [], None
     for i in tqdm(range(k), desc="samples", disable=not progress, leave=False):
         z = -z if antithetic and i % 2 else model.noise(ctx.query_coords, generator)
-        out.append(solve(model, ctx, z, steps, solver))
+        out.append(solve(model, ctx, model.temper(z, temperature), steps, solver))
     return torch.stack(out)

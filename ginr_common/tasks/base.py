@@ -77,6 +77,11 @@ class Task:
     def validate(self, model, datasets):
         raise NotImplementedError
 
+    def calibrate(self, model, datasets):
+        """Set what ``model`` takes from the validation split after training, before it is
+        evaluated or shipped, and return a record of it (None: nothing, the default)."""
+        return None
+
     def evaluate(self, model, datasets, progress=True, sr_pairs=None, **options):
         """The test-split evaluation: (results, a dict of numbers; predictions, a dict of tensors)."""
         raise NotImplementedError

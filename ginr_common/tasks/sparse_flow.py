@@ -127,10 +127,18 @@ class SparseFlowTask(Task):
         return flow_matching_loss(out, m.residual_std, m.mu_weight), psnr(mu, batch["targets"]).mean()
 
     def validate(self, model, datasets):
+        return sample_psnr(model, self._val_tiles(datasets))
+
+    @staticmethod
+    def _val_tiles(datasets):
+        """Up to VAL_TILES tiles (B, C, H, W) spread over the validation split."""
         val = datasets["val"]
         pick = torch.linspace(0, len(val) - 1, min(VAL_TILES, len(val))).long()
-        images = torch.stack([val[int(i)][0] for i in pick])
-        return sample_psnr(model, images)
+        return torch.stack([val[int(i)][0] for i in pick])
+
+    def calibrate(self, model, datasets):
+        """The sampling temperatures (``calibrate``), on the validation tiles ``validate`` scores."""
+        return calibrate(model, self._val_tiles(datasets))
 
     @torch.no_grad()
     def preview(self, model, datasets, n=4):
@@ -156,7 +164,8 @@ class SparseFlowTask(Task):
         pick = torch.linspace(0, len(test) - 1, min(n_images, len(test))).long()
         images = torch.stack([test[int(i)][0] for i in pick])
         ks = tuple(sorted({1, 4, k}))
-        results = {"n_images": len(images), "k": k, "steps": steps, "solver": solver}
+        results = {"n_images": len(images), "k": k, "steps": steps, "solver": solver,
+                   "temperature": [round(v, 4) for v in model.temperature.tolist()]}
         preds = {}
         for hold in (False, True):    # holding the observed pixels: one sample and the mean of 4
             r = evaluate_sparse(model, images, ks=ks if not hold else (1, 4), steps=steps, solver=solver,
@@ -266,20 +275,60 @@ def evaluate_sparse(model, images, ks=(1, 4, 16), steps=8, solver="exponential",
 
 
 @torch.no_grad()
-def one_sample_by_steps(model, images, steps=(8, 16, 32), solver="exponential", seed=0):
+def one_sample_by_steps(model, images, steps=(8, 16, 32), solver="exponential", seed=0, temperature=None):
     """How one sample of ``images`` (B, C, H, W) changes as the solver refines: at each number of
     ``steps``, from the same noise and the evaluation masks, the PSNR on the unobserved pixels and
     the (chroma) total-variation ratios to the truth of one draw, averaged over an antithetic pair
-    (z and -z) -> {steps: scores}. A flow that converges gives nearly the same scores at every count."""
+    (z and -z) -> {steps: scores}. A flow that converges gives nearly the same scores at every count.
+    ``temperature``: see ``SparseFieldFlow.temper`` (default: the model's)."""
     model.eval()
     B, C, H, W = images.shape
     oc, ov, grid, unobserved = observe(images, model.config.observe_frac)
     out = {}
     for n in steps:
-        xs = model.samples(oc, ov, grid, k=2, generator=torch.Generator().manual_seed(seed), steps=n, solver=solver)
+        xs = model.samples(oc, ov, grid, k=2, generator=torch.Generator().manual_seed(seed), steps=n, solver=solver,
+                           temperature=temperature)
         scores = [_scores(x.transpose(1, 2).reshape(B, C, H, W), images, unobserved, False) for x in xs]
         out[n] = {key: sum(sc[key] for sc in scores) / 2 for key in scores[0]}
     return out
+
+
+@dataclass
+class Calibration:
+    """What ``calibrate`` set: the temperatures (brightness, colour), and one sample's ratios to the
+    truth (``tv_ratios``, with its PSNR on the unobserved pixels) on the calibration tiles at (1, 1)
+    (``before``) and at the temperatures (``after``)."""
+    temperature: tuple
+    before: dict
+    after: dict
+
+
+@torch.no_grad()
+def calibrate(model, images, steps=8, solver="exponential", rounds=2, iters=5, seed=0):
+    """Set the model's sampling temperatures (``SparseFieldFlow.temper``) so that one sample of
+    ``images`` (B, C, H, W; validation tiles, never the test's) varies as much as the truth: its total
+    variation over the truth's 1 (brightness temperature) and that of its colour (``metrics.chroma``;
+    colour temperature, RGB only) 1. Each temperature is found by ``iters`` bisections of [0, 1] with
+    the other held, alternating ``rounds`` times; one whose draws at 1 vary no more than the truth's
+    stays 1 (a temperature never adds noise). Returns a ``Calibration``."""
+    def score(t):
+        return one_sample_by_steps(model, images, (steps,), solver, seed, temperature=t)[steps]
+
+    keys = ("tv_ratio", "chroma_tv_ratio")[:1 + (images.shape[1] == 3)]
+    t = [1.0, 1.0]
+    before = score(t)
+    for _ in range(rounds):
+        for j, key in enumerate(keys):
+            if score([*t[:j], 1.0, *t[j + 1:]])[key] <= 1:
+                t[j] = 1.0
+                continue
+            lo, hi = 0.0, 1.0
+            for _ in range(iters):
+                t[j] = (lo + hi) / 2
+                lo, hi = (lo, t[j]) if score(t)[key] > 1 else (t[j], hi)
+            t[j] = (lo + hi) / 2
+    model.temperature.copy_(torch.tensor(t))
+    return Calibration(tuple(t), before, score(None))
 
 
 @torch.no_grad()
