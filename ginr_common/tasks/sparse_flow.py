@@ -137,8 +137,8 @@ class SparseFlowTask(Task):
         return torch.stack([val[int(i)][0] for i in pick])
 
     def calibrate(self, model, datasets):
-        """The sampling temperatures (``calibrate``), on the validation tiles ``validate`` scores."""
-        return calibrate(model, self._val_tiles(datasets))
+        """An RGB model's colour temperature (``calibrate``), on the tiles ``validate`` scores."""
+        return calibrate(model, self._val_tiles(datasets)) if model.config.in_channels == 3 else None
 
     @torch.no_grad()
     def preview(self, model, datasets, n=4):
@@ -304,31 +304,30 @@ class Calibration:
 
 
 @torch.no_grad()
-def calibrate(model, images, steps=8, solver="exponential", rounds=2, iters=5, seed=0):
-    """Set the model's sampling temperatures (``SparseFieldFlow.temper``) so that one sample of
-    ``images`` (B, C, H, W; validation tiles, never the test's) varies as much as the truth: its total
-    variation over the truth's 1 (brightness temperature) and that of its colour (``metrics.chroma``;
-    colour temperature, RGB only) 1. Each temperature is found by ``iters`` bisections of [0, 1] with
-    the other held, alternating ``rounds`` times; one whose draws at 1 vary no more than the truth's
-    stays 1 (a temperature never adds noise). Returns a ``Calibration``."""
-    def score(t):
-        return one_sample_by_steps(model, images, (steps,), solver, seed, temperature=t)[steps]
+def calibrate(model, images, steps=8, solver="exponential", iters=6, seed=0):
+    """Set the model's colour temperature (``SparseFieldFlow.temper``) so that the colour of one
+    sample of ``images`` (B, 3, H, W; validation tiles, never the test's) varies from pixel to pixel
+    as much as the truth's: the total variation of its colour (``metrics.chroma``) over the truth's
+    is 1, found by ``iters`` bisections of [0, 1]; if the draws at 1 vary no more than the truth, it
+    stays 1 (a temperature never adds noise). The brightness temperature is left at 1: lowered, it
+    would smooth the renders above the base grid, whose detail is the noise's (``docs/results.md``).
+    Returns a ``Calibration``."""
+    if images.shape[1] != 3:
+        raise ValueError(f"calibrate sets the colour temperature of RGB images (B, 3, H, W), got shape "
+                         f"{tuple(images.shape)}")
 
-    keys = ("tv_ratio", "chroma_tv_ratio")[:1 + (images.shape[1] == 3)]
-    t = [1.0, 1.0]
-    before = score(t)
-    for _ in range(rounds):
-        for j, key in enumerate(keys):
-            if score([*t[:j], 1.0, *t[j + 1:]])[key] <= 1:
-                t[j] = 1.0
-                continue
-            lo, hi = 0.0, 1.0
-            for _ in range(iters):
-                t[j] = (lo + hi) / 2
-                lo, hi = (lo, t[j]) if score(t)[key] > 1 else (t[j], hi)
-            t[j] = (lo + hi) / 2
+    def score(tc):
+        return one_sample_by_steps(model, images, (steps,), solver, seed, temperature=(1.0, tc))[steps]
+
+    before, lo, hi = score(1.0), 0.0, 1.0
+    if before["chroma_tv_ratio"] <= 1:
+        lo = hi
+    for _ in range(iters if lo < hi else 0):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if score(mid)["chroma_tv_ratio"] > 1 else (mid, hi)
+    t = (1.0, (lo + hi) / 2)
     model.temperature.copy_(torch.tensor(t))
-    return Calibration(tuple(t), before, score(None))
+    return Calibration(t, before, score(t[1]))
 
 
 @torch.no_grad()
