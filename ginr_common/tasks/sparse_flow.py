@@ -305,29 +305,30 @@ class Calibration:
 
 @torch.no_grad()
 def calibrate(model, images, steps=8, solver="exponential", iters=6, seed=0):
-    """Set the model's colour temperature (``SparseFieldFlow.temper``) so that the colour of one
-    sample of ``images`` (B, 3, H, W; validation tiles, never the test's) varies from pixel to pixel
-    as much as the truth's: the total variation of its colour (``metrics.chroma``) over the truth's
-    is 1, found by ``iters`` bisections of [0, 1]; if the draws at 1 vary no more than the truth, it
-    stays 1 (a temperature never adds noise). The brightness temperature is left at 1: lowered, it
-    would smooth the renders above the base grid, whose detail is the noise's (``docs/results.md``).
-    Returns a ``Calibration``."""
+    """Set the model's colour temperature (``SparseFieldFlow.temper``) so that one sample of
+    ``images`` (B, 3, H, W; validation tiles, never the test's) carries no colour grain: the total
+    variation of its colour (``metrics.chroma``) over the truth's equals its total variation over
+    the truth's (its colour varies, relative to the truth, as much as the image does), found by
+    ``iters`` bisections of [0, 1]. If the draws at 1 have no excess of colour, it stays 1 (a
+    temperature never adds noise). The brightness temperature is left at 1: lowered, it smooths the
+    renders above the base grid, whose detail is the noise's (docs/results.md). Returns a
+    ``Calibration``."""
     if images.shape[1] != 3:
         raise ValueError(f"calibrate sets the colour temperature of RGB images (B, 3, H, W), got shape "
                          f"{tuple(images.shape)}")
 
-    def score(tc):
-        return one_sample_by_steps(model, images, (steps,), solver, seed, temperature=(1.0, tc))[steps]
+    def excess(tc):
+        r = one_sample_by_steps(model, images, (steps,), solver, seed, temperature=(1.0, tc))[steps]
+        return r, r["chroma_tv_ratio"] > r["tv_ratio"]
 
-    before, lo, hi = score(1.0), 0.0, 1.0
-    if before["chroma_tv_ratio"] <= 1:
-        lo = hi
-    for _ in range(iters if lo < hi else 0):
+    before, grainy = excess(1.0)
+    lo, hi = (0.0, 1.0) if grainy else (1.0, 1.0)
+    for _ in range(iters if grainy else 0):
         mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if score(mid)["chroma_tv_ratio"] > 1 else (mid, hi)
+        lo, hi = (lo, mid) if excess(mid)[1] else (mid, hi)
     t = (1.0, (lo + hi) / 2)
     model.temperature.copy_(torch.tensor(t))
-    return Calibration(t, before, score(t[1]))
+    return Calibration(t, before, excess(t[1])[0])
 
 
 @torch.no_grad()
