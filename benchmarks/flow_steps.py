@@ -7,6 +7,7 @@ solver: PSNR on the unobserved pixels, total variation over the truth's and the 
     python benchmarks/flow_steps.py                                     # the shipped flow_sparse, test tiles
     python benchmarks/flow_steps.py --models shipped checkpoints/<run>/best.pt --split val
     python benchmarks/flow_steps.py --without-network                   # the Gaussian part of the flow alone
+    python benchmarks/flow_steps.py --solvers exponential --steps 8 --temperatures 1,1 1,0.5 0.8,0.5
 
 ``--without-network`` zeroes the network's output F, leaving x1_hat = mu + c_skip (x_t - mu): the
 flow of a Gaussian field around the estimate, which the exponential solver integrates exactly.
@@ -66,6 +67,8 @@ def main(argv=None):
     p.add_argument("--without-network", action="store_true", help="zero the network's output (the Gaussian part)")
     p.add_argument("--noise-length", type=float, help="draw the noise field with this length (pixels) instead of "
                    "the one the model was trained with")
+    p.add_argument("--temperatures", nargs="+", default=[None], metavar="B,C",
+                   help="sampling temperatures (brightness,colour) to draw at, each a row (default: the model's)")
     p.add_argument("--out", default="flow_steps")
     a = p.parse_args(argv)
     tiles = spread_tiles(a.split, a.n_images)
@@ -82,10 +85,11 @@ def main(argv=None):
             c.noise_length = a.noise_length
         if a.without_network:
             model.network = lambda ctx, x, t: torch.zeros_like(x)
-        label = f"{name} (noise length {c.noise_length}, channel correlation {c.noise_channel_corr})"
-        for solver in a.solvers:
-            r = one_sample_by_steps(model, tiles, tuple(a.steps), solver)
-            rows[f"{name}/{solver}"] = r
+        for temp, solver in [(t, sv) for t in a.temperatures for sv in a.solvers]:
+            t = tuple(model.temperature.tolist()) if temp is None else tuple(float(v) for v in temp.split(","))
+            label = f"{name} (noise length {c.noise_length}, channel correlation {c.noise_channel_corr}, temperature {t})"
+            r = one_sample_by_steps(model, tiles, tuple(a.steps), solver, temperature=t)
+            rows[f"{name}/{solver}" + ("" if temp is None else f"/{temp}")] = r
             lines.append(f"| {label} | {solver} | " + " | ".join(
                 f"{r[n]['psnr_unobserved']:.2f} / {r[n]['tv_ratio']:.3f} / {r[n]['chroma_tv_ratio']:.2f}"
                 for n in a.steps) + " |")
