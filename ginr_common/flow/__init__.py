@@ -31,6 +31,9 @@ The model, in the order a sample is drawn:
    With ``colour_basis="opponent"`` the bridge runs in components of brightness, red-green and
    yellow-blue (``flow.colour``, an orthonormal rotation of RGB): the noise, the spread and the
    network's output act on each component apart, and a draw is rotated back to RGB.
+   A draw's noise is taken at the model's ``temperature`` (``SparseFieldFlow.temper``: its brightness
+   and its colour scaled apart; 1 as trained), which ``tasks.sparse_flow.calibrate`` sets on the
+   validation split after training so that a sample carries no excess of colour grain.
 4. **A joint velocity field**: at every step the queries, with their conditioning, their noisy
    values x_t and the time, are ordered along a Hilbert curve of their coordinates (the
    transposed curve on every other layer) and mixed by BiMamba blocks, so the velocity at one
