@@ -33,6 +33,23 @@ def ssim(pred, target):
                          for a, b in zip(p, t)])
 
 
+def ssim_torch(pred, target, win_size=7):
+    """Per-image SSIM (B,) as ``ssim`` computes it (scikit-image's defaults: a uniform window of
+    ``win_size`` pixels, the sample covariance, data range 1, the mean over the channels and the
+    pixels a whole window covers), in torch, so that it can be trained on. Unlike ``ssim`` it does
+    not clamp ``pred``; needs images of at least ``win_size`` pixels a side."""
+    if pred.dim() != 4 or pred.shape != target.shape or min(pred.shape[2:]) < win_size:
+        raise ValueError(f"ssim_torch takes two images (B, C, H, W) of the same shape with H, W >= {win_size}, "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    c1, c2, n = 0.01 ** 2, 0.03 ** 2, win_size ** 2
+    mean = lambda x: torch.nn.functional.avg_pool2d(x, win_size, stride=1)  # noqa: E731
+    mx, my = mean(pred), mean(target)
+    vx, vy = (mean(pred * pred) - mx * mx) * n / (n - 1), (mean(target * target) - my * my) * n / (n - 1)
+    cxy = (mean(pred * target) - mx * my) * n / (n - 1)
+    s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)
+
+
 def total_variation(images):
     """Per-image anisotropic total variation (B,): mean absolute difference between horizontal
     and vertical neighbours. Speckle raises it above the truth's, blur lowers it."""

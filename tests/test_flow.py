@@ -654,6 +654,49 @@ def test_estimate_steps_train_the_grid_refiner_alone(tmp_path, capsys, seed):
                                  stage="refine")
 
 
+def test_ssim_weight_adds_the_estimates_ssim_over_each_window_in_float64(seed):
+    """options.ssim_weight w: the task's loss is the flow-matching loss plus w (1 - SSIM) of the
+    estimate mu, read as the window of the target the queries cover (scikit-image's SSIM of the
+    unclamped estimate, float64), in the estimate stage (the input grid) and in the joint stage
+    (windows of a render at s > 1); 0 adds nothing; bad settings are named."""
+    from skimage.metrics import structural_similarity
+    from ginr_common.data import ImageTensorDataset
+    from ginr_common.tasks import make_task
+    cfg = get_config("flow_sparse", "smoke")
+    cfg.augment, cfg.batch_size, cfg.seed, cfg.options.ssim_weight = False, 2, seed, 0.3
+    g = torch.Generator().manual_seed(seed)
+    data = ImageTensorDataset(torch.randint(0, 256, (4, 3, 128, 128), generator=g, dtype=torch.uint8))
+    task = make_task(cfg)
+    model = SparseFieldFlow(cfg.model).double()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.refiner.out.weight, std=0.1)
+    zoomed = 0
+    for step in (0, *range(cfg.options.estimate_steps, cfg.options.estimate_steps + 6)):
+        b = {k: v.double() if v.is_floating_point() else v for k, v in task.batch(data, step).items()}
+        zoomed += bool(b["cell"].max() < 1 / 32)
+        torch.manual_seed(seed)
+        loss, _ = task.loss(model, b)
+        torch.manual_seed(seed)
+        plain, out = _loss(model, b)
+        h, w = b["window"][0].tolist()
+        assert h * w == b["query_coords"].shape[1]
+        rows = b["query_coords"][0].reshape(h, w, 2)
+        assert (rows[1:, :, 0] > rows[:-1, :, 0]).all() and (rows[:, 1:, 1] > rows[:, :-1, 1]).all()  # row-major
+        img = lambda v: v.reshape(2, h, w, 3).permute(0, 3, 1, 2).detach().numpy()  # noqa: E731
+        s = [structural_similarity(a, t, data_range=1.0, channel_axis=0, win_size=7)
+             for a, t in zip(img((out.mu + 1) / 2), img(b["targets"]))]
+        assert torch.allclose(loss, plain + 0.3 * (1 - torch.tensor(s, dtype=torch.float64)).mean(), atol=1e-10)
+    assert zoomed, "no joint step rendered at s > 1"
+    cfg.options.ssim_weight = 0.0
+    torch.manual_seed(seed)
+    assert torch.equal(make_task(cfg).loss(model, b)[0], (torch.manual_seed(seed), _loss(model, b))[1][0])
+    with pytest.raises(ValueError, match="ssim_weight must be >= 0"):
+        type(cfg)(task="sparse_flow", options=FlowOptions(ssim_weight=-1.0))
+    with pytest.raises(ValueError, match=r"ssim_weight > 0 needs 2-D fields .* got input_size \(8, 8, 8\)"):
+        type(cfg)(task="sparse_flow", model=FlowConfig(input_size=(8, 8, 8), in_channels=1),
+                  options=FlowOptions(ssim_weight=0.5))
+
+
 def test_sparse_summary_reads_the_antithetic_mean_and_names_the_independent_one():
     from ginr_common.viz import sparse_summary
     row = lambda p: {"psnr": p + 1, "psnr_unobserved": p, "ssim": 0.8, "tv_ratio": 1.0}  # noqa: E731

@@ -32,7 +32,7 @@ from ginr_common.data import resize, sparse_masks
 from ginr_common.flow import FlowConfig, flow_matching_loss
 from ginr_common.flow.noise import noise_for
 from ginr_common.fourier import make_grid
-from ginr_common.metrics import chroma, masked_psnr, psnr, ssim, total_variation
+from ginr_common.metrics import chroma, masked_psnr, psnr, ssim, ssim_torch, total_variation
 from ginr_common.tasks.base import Task
 from ginr_common.viz import image_grid, sparse_figure, zero_shot_figure
 
@@ -49,6 +49,8 @@ class FlowOptions:
     estimate_steps: int = 600          # the first steps train the grid refiner's estimate alone (0: none)
     time_power: float = 0.5            # training times t = 1 - (1 - u)^time_power, u ~ U(0, 1) (1: uniform; below 1
                                        # more of the early times, above 1 more of the late times)
+    ssim_weight: float = 0.0           # adds ssim_weight x (1 - SSIM) of the estimate mu over each step's window of
+                                       # queries to the loss (metrics.ssim_torch; 2-D fields, windows of 7+ pixels)
 
     def __post_init__(self):
         self.native_windows = tuple(self.native_windows)
@@ -62,6 +64,14 @@ class FlowOptions:
             raise ValueError(f"options.estimate_steps must be in [0, steps={cfg.steps}), got {self.estimate_steps}")
         if self.estimate_steps and not cfg.model.grid_blocks:
             raise ValueError("options.estimate_steps > 0 trains the grid refiner alone: it needs model.grid_blocks > 0")
+        if not self.ssim_weight >= 0:
+            raise ValueError(f"options.ssim_weight must be >= 0 (0: the estimate's MSE alone), got {self.ssim_weight}")
+        if self.ssim_weight and len(cfg.model.input_size) != 2:
+            raise ValueError(f"options.ssim_weight > 0 needs 2-D fields (SSIM is of images), got input_size "
+                             f"{tuple(cfg.model.input_size)}")
+        if self.ssim_weight and min(cfg.model.input_size) < 7:
+            raise ValueError(f"options.ssim_weight > 0 needs windows of at least 7 pixels a side (SSIM's window), "
+                             f"got input_size {tuple(cfg.model.input_size)}")
         if not self.time_power > 0:
             raise ValueError(f"options.time_power must be > 0 (1: uniform training times), got {self.time_power}")
 
@@ -111,7 +121,8 @@ class SparseFlowTask(Task):
         values = lr.flatten(2).transpose(1, 2)
         out = {"obs_coords": take_rows(grid, obs), "obs_values": take_rows(values, obs),
                "query_coords": queries, "targets": targets,
-               "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1)}
+               "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1),
+               "window": torch.tensor(win).expand(B, -1)}
         if estimating:     # no time, no noise: the refiner's estimate alone
             return out
         return {**out, "t": 1 - (1 - torch.rand(B, generator=g)) ** opt.time_power,
@@ -122,9 +133,14 @@ class SparseFlowTask(Task):
         without times trains the estimate alone."""
         out = net(batch["obs_coords"], batch["obs_values"], batch["query_coords"], batch["targets"], batch["cell"],
                   batch.get("z"), batch.get("t"), stage="joint" if "t" in batch else "estimate")
-        m = self.cfg.model
+        m, w = self.cfg.model, self.cfg.options.ssim_weight
+        loss = flow_matching_loss(out, m.residual_std, m.mu_weight)
+        if w:    # the queries are a window (h, w) of the target, in row-major order
+            shape = (len(out.mu), *batch["window"][0].tolist(), out.mu.shape[-1])
+            as_image = lambda v: v.reshape(shape).permute(0, 3, 1, 2)  # noqa: E731
+            loss = loss + w * (1 - ssim_torch(as_image((out.mu + 1) / 2), as_image(batch["targets"]))).mean()
         mu = ((out.mu.detach() + 1) / 2).clamp(0, 1)
-        return flow_matching_loss(out, m.residual_std, m.mu_weight), psnr(mu, batch["targets"]).mean()
+        return loss, psnr(mu, batch["targets"]).mean()
 
     def validate(self, model, datasets):
         return sample_psnr(model, self._val_tiles(datasets))
