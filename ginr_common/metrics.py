@@ -3,7 +3,6 @@
 Every metric takes images (B, C, H, W) in [0, 1]; predictions are clamped to [0, 1] first.
 """
 import torch
-from skimage.metrics import structural_similarity
 
 
 def psnr(pred, target):
@@ -27,22 +26,24 @@ def psnr_of_errors(sq_err, mask):
 
 
 def ssim(pred, target):
-    """Per-image SSIM (B,) of (B, C, H, W) images, scikit-image's implementation, data range 1."""
-    p, t = pred.clamp(0, 1).double().cpu().numpy(), target.double().cpu().numpy()
-    return torch.tensor([structural_similarity(a, b, data_range=1.0, channel_axis=0, win_size=7)
-                         for a, b in zip(p, t)])
+    """Per-image SSIM (B,) of images (B, C, H, W) or volumes (B, C, D, H, W), predictions clamped
+    to [0, 1], in float64: ``ssim_torch``, scikit-image's ``structural_similarity`` with its
+    defaults (window 7, data range 1)."""
+    return ssim_torch(pred.clamp(0, 1).double(), target.double()).cpu()
 
 
 def ssim_torch(pred, target, win_size=7):
-    """Per-image SSIM (B,) as ``ssim`` computes it (scikit-image's defaults: a uniform window of
-    ``win_size`` pixels, the sample covariance, data range 1, the mean over the channels and the
-    pixels a whole window covers), in torch, so that it can be trained on. Unlike ``ssim`` it does
-    not clamp ``pred``; needs images of at least ``win_size`` pixels a side."""
-    if pred.dim() != 4 or pred.shape != target.shape or min(pred.shape[2:]) < win_size:
-        raise ValueError(f"ssim_torch takes two images (B, C, H, W) of the same shape with H, W >= {win_size}, "
-                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
-    c1, c2, n = 0.01 ** 2, 0.03 ** 2, win_size ** 2
-    mean = lambda x: torch.nn.functional.avg_pool2d(x, win_size, stride=1)  # noqa: E731
+    """Per-image SSIM (B,) of images (B, C, H, W) or volumes (B, C, D, H, W) as scikit-image's
+    ``structural_similarity`` computes it with its defaults (a uniform window of ``win_size``
+    pixels a side, the sample covariance, data range 1, the mean over the channels and the pixels
+    a whole window covers), in torch and differentiable, so that it can be trained on. Unlike
+    ``ssim`` it does not clamp ``pred``; needs at least ``win_size`` pixels a side."""
+    if pred.dim() not in (4, 5) or pred.shape != target.shape or min(pred.shape[2:]) < win_size:
+        raise ValueError(f"ssim_torch takes two images (B, C, H, W) or volumes (B, C, D, H, W) of the same shape, "
+                         f"at least {win_size} pixels a side, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    pool = torch.nn.functional.avg_pool2d if pred.dim() == 4 else torch.nn.functional.avg_pool3d
+    c1, c2, n = 0.01 ** 2, 0.03 ** 2, win_size ** (pred.dim() - 2)
+    mean = lambda x: pool(x, win_size, stride=1)  # noqa: E731
     mx, my = mean(pred), mean(target)
     vx, vy = (mean(pred * pred) - mx * mx) * n / (n - 1), (mean(target * target) - my * my) * n / (n - 1)
     cxy = (mean(pred * target) - mx * my) * n / (n - 1)

@@ -678,7 +678,7 @@ def test_ssim_weight_adds_the_estimates_ssim_over_each_window_in_float64(seed):
         loss, _ = task.loss(model, b)
         torch.manual_seed(seed)
         plain, out = _loss(model, b)
-        h, w = b["window"][0].tolist()
+        h, w = cfg.model.input_size
         assert h * w == b["query_coords"].shape[1]
         rows = b["query_coords"][0].reshape(h, w, 2)
         assert (rows[1:, :, 0] > rows[:-1, :, 0]).all() and (rows[:, 1:, 1] > rows[:, :-1, 1]).all()  # row-major

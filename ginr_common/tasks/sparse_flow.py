@@ -50,7 +50,8 @@ class FlowOptions:
     time_power: float = 0.5            # training times t = 1 - (1 - u)^time_power, u ~ U(0, 1) (1: uniform; below 1
                                        # more of the early times, above 1 more of the late times)
     ssim_weight: float = 0.0           # adds ssim_weight x (1 - SSIM) of the estimate mu over each step's window of
-                                       # queries to the loss (metrics.ssim_torch; 2-D fields, windows of 7+ pixels)
+                                       # queries (input_size pixels) to the loss (metrics.ssim_torch; 2-D fields of
+                                       # 7+ pixels a side)
 
     def __post_init__(self):
         self.native_windows = tuple(self.native_windows)
@@ -121,8 +122,7 @@ class SparseFlowTask(Task):
         values = lr.flatten(2).transpose(1, 2)
         out = {"obs_coords": take_rows(grid, obs), "obs_values": take_rows(values, obs),
                "query_coords": queries, "targets": targets,
-               "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1),
-               "window": torch.tensor(win).expand(B, -1)}
+               "cell": (1 / torch.tensor(S, dtype=torch.float32)).expand(B, -1)}
         if estimating:     # no time, no noise: the refiner's estimate alone
             return out
         return {**out, "t": 1 - (1 - torch.rand(B, generator=g)) ** opt.time_power,
@@ -135,8 +135,8 @@ class SparseFlowTask(Task):
                   batch.get("z"), batch.get("t"), stage="joint" if "t" in batch else "estimate")
         m, w = self.cfg.model, self.cfg.options.ssim_weight
         loss = flow_matching_loss(out, m.residual_std, m.mu_weight)
-        if w:    # the queries are a window (h, w) of the target, in row-major order
-            shape = (len(out.mu), *batch["window"][0].tolist(), out.mu.shape[-1])
+        if w:    # the queries are a window of input_size pixels of the target, in row-major order
+            shape = (len(out.mu), *m.input_size, out.mu.shape[-1])
             as_image = lambda v: v.reshape(shape).permute(0, 3, 1, 2)  # noqa: E731
             loss = loss + w * (1 - ssim_torch(as_image((out.mu + 1) / 2), as_image(batch["targets"]))).mean()
         mu = ((out.mu.detach() + 1) / 2).clamp(0, 1)
