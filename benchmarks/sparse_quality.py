@@ -1,11 +1,11 @@
 """Sparse field reconstruction (notebook 4): the flow model against interpolation on held-out photographs.
 
     python benchmarks/sparse_quality.py                       # cpu profile, seeds 0 1: 32 test tiles, k = 16, 8 steps
-    python benchmarks/sparse_quality.py --variants flow flow/no-mixer --seeds 0
+    python benchmarks/sparse_quality.py --experiments flow_sparse flow/no-mixer --seeds 0
     python benchmarks/sparse_quality.py --profile smoke --seeds 0 --n-images 8 --k 2 --steps 4 --n-hr 2
 
-Each (variant, seed) trains the flow_sparse configuration with one change (see VARIANTS) in
-checkpoints/<name>-<hash of its settings> (a finished run is reused, a partial one resumed) and
+Each (experiment, seed) trains flow_sparse (at --profile) or an experiment file (its ablations under
+ginr_common/experiments/flow/, each stating what it changes) in checkpoints/<name>-<hash of its settings> (a finished run is reused, a partial one resumed) and
 evaluates its best.pt (selected on the validation photographs; its sampling temperatures calibrated there
 too unless --uncalibrated) on tiles of the test photographs
 with the fixed evaluation masks (20% observed, seed 42): PSNR and SSIM on the full image, PSNR on
@@ -19,7 +19,6 @@ same noise). Times one 128x128 sample (16 steps; best of 3 in a separate process
 the targets; writes results/<out>.md and .json.
 """
 import argparse
-import dataclasses
 import os
 import statistics
 import subprocess
@@ -29,59 +28,13 @@ import torch
 from _util import RESULTS, peak_rss_rise, track_live_memory, write_results
 
 from ginr_common.checkpoints import load_checkpoint
-from ginr_common.configs import get_config, run_name
+from ginr_common.configs import experiments, get_config, load_experiment, run_name
 from ginr_common.data import load_dataset
 from ginr_common.evaluate import evaluate_checkpoint
 from ginr_common.flow.sampler import SOLVERS
 from ginr_common.fourier import make_grid
 from ginr_common.tasks.sparse_flow import one_sample_by_steps
 from ginr_common.train import CHECKPOINTS, fit
-
-
-def _model(**kw):
-    return lambda c: setattr(c, "model", dataclasses.replace(c.model, **kw))
-
-
-def _joint_only(c):
-    c.steps, c.options.estimate_steps = c.steps - c.options.estimate_steps, 0
-
-
-def _joint_model(**kw):   # no refiner: no estimate stage either
-    return lambda c: (_model(**kw)(c), _joint_only(c))
-
-
-VARIANTS = {   # name: (change, what it tests)
-    "flow": (None, "notebook 4: linear guide, grid refiner (trained alone first), bridge from the estimate, joint "
-                   "BiMamba mixer over the queries"),
-    "flow/joint-only": (_joint_only, "no estimate stage: the same joint steps, the refiner trained with everything "
-                        "else from the start"),
-    "flow/no-refiner": (_joint_model(grid_blocks=0, local_spread=False), "no grid refiner (and so no estimate stage): the estimate "
-                        "corrects the guide from each query's 8 nearest observations only, one spread for every "
-                        "query"),
-    "flow/normconv-guide": (_model(guide="normconv"), "the guide is the normalised convolution of the observations "
-                            "(not their linear interpolation)"),
-    "flow/mu1": (_model(mu_weight=1.0), "the estimate's loss weighted 1 (not 4)"),
-    "flow/previous": (_joint_model(guide="normconv", grid_blocks=0, mu_weight=1.0, local_spread=False, noise_scale=0.15),
-                      "an earlier design: normalised-convolution guide, no grid refiner, estimate's loss weight 1"),
-    "flow/no-mixer": (_model(mixer_depth=0), "no mixing of the queries: each query's velocity on its own"),
-    "flow/noise-0.6": (_model(noise_scale=0.6), "the bridge's starting noise 0.6 (not 0.08) times the local spread"),
-    "flow/constant-spread": (_model(local_spread=False, noise_scale=0.15),
-                             "one spread for every query: noise 0.15 and a residual's spread of 0.15 assumed "
-                             "everywhere (the previous release)"),
-    "flow/spread-noise-0.15": (_model(noise_scale=0.15), "the local spread with the starting noise 0.15 (not 0.08)"),
-    "flow/constant-0.08": (_model(local_spread=False, noise_scale=0.08, residual_std=0.08, mu_weight=4 * (0.08 / 0.15) ** 2),
-                           "one spread for every query, noise and assumed spread 0.08 (the estimate's loss weight "
-                           "scaled to keep its pull)"),
-    "flow/single-scale": (lambda c: setattr(c, "sr_scales", ()), "trained on the 32x32 downsamples of the crops only "
-                          "(no HR targets, no zoomed windows)"),
-    "flow/ema": (lambda c: setattr(c, "ema", 0.99), "a moving average of the weights (decay 0.99) validated and kept"),
-    "flow/uniform-times": (lambda c: setattr(c.options, "time_power", 1.0), "training times uniform in [0, 1] (not skewed "
-                           "early)"),
-    "flow/stage-400": (lambda c: (setattr(c, "steps", 850), setattr(c.options, "estimate_steps", 400),
-                                  setattr(c.options, "time_power", 1.0), _model(local_spread=False, noise_scale=0.15)(c)),
-                       "an earlier release: an estimate stage of 400 steps, 450 joint steps, uniform times, one "
-                       "spread for every query"),
-}
 
 
 TIME_128 = """import sys, time, torch
@@ -120,7 +73,9 @@ def main(argv=None):
         track_live_memory()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--variants", nargs="+", default=["flow"], choices=list(VARIANTS))
+    p.add_argument("--experiments", "--variants", nargs="+", default=["flow_sparse"], dest="variants",
+                   help="flow_sparse (at --profile) and named experiments of it (flow/*: python -m ginr_common.train "
+                        "--list-experiments) or experiment files")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--n-images", type=int, default=32)
     p.add_argument("--k", type=int, default=16)
@@ -169,7 +124,7 @@ def main(argv=None):
     for v in a.variants:
         rs = [runs[(v, s)][0] for s in a.seeds]
         secs = [runs[(v, s)][1]["train_seconds"] for s in a.seeds]
-        lines += [f"### {v}: {VARIANTS[v][1]} (training {statistics.mean(secs):.0f} s)", "",
+        lines += [f"### {v}: {experiments().get(v, 'flow_sparse, ' + a.profile + ' profile')} (training {statistics.mean(secs):.0f} s)", "",
                   "| method | known pixels | PSNR | PSNR unobserved | SSIM | TV / truth | chroma TV / truth | s per image |",
                   "|---|---|---|---|---|---|---|---|"]
         for mode in ("free", "hold_known"):
@@ -242,9 +197,7 @@ def main(argv=None):
 
 
 def _cfg(profile, variant, seed):
-    cfg = get_config("flow_sparse", profile)
-    if VARIANTS[variant][0]:
-        VARIANTS[variant][0](cfg)
+    cfg = get_config("flow_sparse", profile) if variant == "flow_sparse" else load_experiment(variant)
     cfg.seed = seed
     return cfg
 

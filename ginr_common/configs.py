@@ -73,79 +73,108 @@ class TrainConfig:
         self.options.check(self)
 
 
-# The shipped models (cpu profile): what each changes from the defaults (= standard_fourier's).
-CONFIGS = {
-    # a local decoder (Fourier features of the offset to the 4 nearest LPs and patch tokens, ResidualBlocks) plus the
-    # 8x8 pixel filter it predicts, trained to reconstruct and to render at random scales x1-x4 of real HR crops
-    "standard_fourier": {},
-    # super-resolution as a correction on top of bicubic: Gaussian random Fourier features of the offsets, 80% of
-    # the loss on the HR pixels, a moving average of the weights validated and kept
-    "gaussian_fourier": {"task": "sr", "model.name": "gaussian_fourier", "model.patch_size": 2, "model.input_skip": True,
-                         "model.decoder.features": "gaussian", "model.decoder.n_freqs": 16, "steps": 1500,
-                         "ema": 0.995, "options.lr_queries": 256, "options.sr_queries": 512, "options.lr_weight": 0.2},
-    # the SCENT-style decoder (cross-attention to the LPs with a locality bias, reading the 4 nearest patch tokens)
-    # as a correction on top of bicubic with the 8x8 pixel filter its features predict, a moving average of the
-    # weights validated and kept, selected on x4 renders (as notebook 2)
-    "scent": {"task": "sr", "model.name": "scent", "model.patch_size": 2, "model.input_skip": True,
-              "model.decoder": {"kind": "scent"}, "steps": 1500, "ema": 0.995, "options.lr_queries": 256,
-              "options.sr_queries": 512},
-    # flow matching from 20% of the pixels (FlowConfig's and FlowOptions' defaults); 1000 steps, the first 600 the
-    # grid refiner's estimate alone, take about 14 minutes
-    "flow_sparse": {"task": "sparse_flow", "steps": 1000, "lr": 1e-3, "warmup_steps": 50, "val_every": 150,
-                    "ckpt_every": 50, "sr_scales": [1.0, 4.0]},
-    # notebook 5: 3-D volumes (the MNI152 MRI templates): 4x4x4 patches of a 32^3 volume (512 tokens + 64 LPs on
-    # a 4x4x4 lattice), the 2^3-corner local decoder as a residual over trilinear interpolation with a 4^3 filter
-    # over the input voxels, trained to reconstruct and to render at x1-x2, selected on x2 renders of the validation slab
-    "volume": {"task": "sr", "model.name": "volume", "model.input_size": [32, 32, 32], "model.in_channels": 1, "model.pixel_filter": 4,
-               "model.input_skip": True,
-               "model.decoder.hidden": 64, "batch_size": 8, "lr": 1e-3, "steps": 1500, "sr_scales": [1, 2],
-               "options.lr_queries": 512, "options.sr_queries": 1024},
-}
+EXPERIMENTS = Path(__file__).parent / "experiments"   # every named configuration, one JSON file each
+CONFIGS = ("standard_fourier", "gaussian_fourier", "scent", "flow_sparse", "volume", "lp_latent")
+PROFILES = ("smoke", "cpu", "long", "full")    # experiments/<profile>/<config>.json; cpu: experiments/<config>.json
 
-# what the other profiles change from a config's cpu profile: for every config, then for each
-_SMALL = {"model.dim": 32, "model.depth": 1, "model.num_lp": 16, "model.d_state": 8, "steps": 20, "batch_size": 8,
-          "lr": 1e-3, "warmup_steps": 4, "val_every": 10, "ckpt_every": 10, "augment": False}
-_LARGE = {"model.dim": 256, "model.depth": 6, "model.num_lp": 256, "steps": 28_120, "batch_size": 64, "lr": 5e-4,
-          "warmup_steps": 3_515, "val_every": 703, "ckpt_every": 703}
-_DECODER = {"smoke": {"model.decoder.hidden": 64, "model.decoder.n_blocks": 1, "options.sr_queries": 256},
-            "full": {"model.decoder.hidden": 512, "model.decoder.n_blocks": 3, "model.patch_size": 2,
-                     "options.lr_queries": 512, "options.sr_queries": 1024}}
-PROFILES = {
-    "smoke": {"standard_fourier": {**_SMALL, **_DECODER["smoke"]},
-              "gaussian_fourier": {**_SMALL, **_DECODER["smoke"], "ema": 0.9},
-              "scent": {**_SMALL, **_DECODER["smoke"], "ema": 0.9},
-              "flow_sparse": {**_SMALL, "model.hidden": 32, "model.mixer_depth": 1, "model.noise_features": 64,
-                              "model.grid_blocks": 2, "model.grid_width": 16, "options.estimate_steps": 5},
-              "volume": {**_SMALL, **_DECODER["smoke"], "model.input_size": [16, 16, 16], "batch_size": 4,
-                         "options.lr_queries": 256}},
-    "cpu": {name: {} for name in CONFIGS},
-    # three times the cpu profile's steps (30-50 minutes on two cores); super-resolution trained on random
-    # degradations of its inputs, so that it renders box-averaged, blurred or noisy inputs as well as bicubic-made ones
-    "long": {"standard_fourier": {"steps": 9000, "options.degrade": True},
-             "gaussian_fourier": {"steps": 4500, "options.degrade": True},
-             "scent": {"steps": 4500, "options.degrade": True},
-             "flow_sparse": {"steps": 3000, "options.estimate_steps": 1800},
-             "volume": {"steps": 4500}},
-    "full": {"standard_fourier": {**_LARGE, **_DECODER["full"]},
-             "gaussian_fourier": {**_LARGE, **_DECODER["full"], "ema": 0.999},
-             "scent": {**_LARGE, **_DECODER["full"], "ema": 0.999},
-             "flow_sparse": {**_LARGE, "model.num_lp": 128, "model.hidden": 256, "model.mixer_depth": 4,
-                             "model.grid_blocks": 12, "model.grid_width": 128, "steps": 70_300, "lr": 1e-4,
-                             "options.estimate_steps": 7_030},
-             "volume": {**_LARGE, **_DECODER["full"], "model.num_lp": 512, "model.patch_size": 4}},
-}
+
+def experiment_file(ref):
+    """The JSON file of an experiment: ``ref`` is a path to one, or a name under ``EXPERIMENTS``
+    ("scent", "long/scent", "sf/lps"; ".json" optional). Anything else raises ValueError."""
+    path = Path(ref)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    named = EXPERIMENTS / (str(ref).removesuffix(".json") + ".json")
+    if named.is_file():
+        return named
+    raise ValueError(f"no experiment {str(ref)!r}: neither a JSON file nor one of the named experiments "
+                     f"(python -m ginr_common.train --list-experiments)")
+
+
+def experiments():
+    """The named experiments {name: what it is}: every file under ``EXPERIMENTS`` except the shared
+    parts (names starting with "_")."""
+    out = {}
+    for path in sorted(EXPERIMENTS.rglob("*.json")):
+        name = path.relative_to(EXPERIMENTS).with_suffix("").as_posix()
+        if not path.name.startswith("_"):
+            out[name] = _read(path).get("about", "")
+    return out
+
+
+def _read(path):
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a training config is a JSON object, got {type(d).__name__}")
+    return d
+
+
+def _flat(d, prefix=""):
+    """{"model": {"decoder": {"hidden": 64}}} -> {"model.decoder.hidden": 64}; a dict with a "kind"
+    (a decoder of that kind) is one value."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and "kind" not in value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def experiment_settings(ref, _chain=()):
+    """The settings {dotted field: value} of an experiment, in the order they apply: those of the
+    experiments it ``extends`` (a name or a list of names, in order), then its own; a setting made
+    again moves to the end, and a section set whole (a decoder of a kind) drops the settings of its
+    fields made before. ``about`` (what the experiment is) is not a setting."""
+    path = experiment_file(ref).resolve()
+    if path in _chain:
+        raise ValueError(f"{path}: extends itself (through {' -> '.join(p.name for p in _chain)})")
+    d = dict(_read(path))
+    d.pop("about", None)
+    parents = d.pop("extends", [])
+    settings = {}
+    for part in [*([parents] if isinstance(parents, str) else parents), None]:
+        for key, value in (_flat(d) if part is None else experiment_settings(part, (*_chain, path))).items():
+            for old in [k for k in settings if k == key or k.startswith(key + ".")]:   # a section set whole
+                del settings[old]                                                     # replaces its fields
+            settings[key] = value
+    return settings
+
+
+def load_experiment(ref):
+    """The TrainConfig of an experiment file (``experiment_file``): the defaults with its settings
+    (``experiment_settings``) applied. A file that ``--print-config`` printed is one too (it extends
+    nothing and states every field)."""
+    try:
+        settings = experiment_settings(ref)
+        task = settings.pop("task", "recon")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+        cfg, batch, whole = TrainConfig(task=task), {}, set()
+        for key, value in settings.items():   # a section set whole (a decoder of a kind) is set before its fields
+            if any(key.startswith(w + ".") for w in whole):
+                cfg, batch, whole = with_settings(cfg, batch), {}, set()
+            batch[key] = value
+            if isinstance(value, dict):
+                whole.add(key)
+        return with_settings(cfg, batch)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{ref}: not a training config as --print-config prints it or an experiment file: {e}") \
+            from e
 
 
 def get_config(name, profile):
-    """The TrainConfig of (config, profile), a fresh copy to edit freely: the defaults, the config's
-    differences (``CONFIGS``), then the profile's (``PROFILES``)."""
+    """The TrainConfig of (config, profile), a fresh copy to edit freely: the experiment
+    ``<profile>/<name>`` (``<name>`` for the cpu profile), which states its differences from the
+    config, which states its own from the defaults."""
     if name not in CONFIGS:
         raise ValueError(f"config must be one of {sorted(CONFIGS)}, got {name!r}")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    base = CONFIGS[name]
-    cfg = with_settings(TrainConfig(task=base.get("task", "recon")), base)
-    return with_settings(cfg, PROFILES[profile][name])
+    return load_experiment(name if profile == "cpu" else f"{profile}/{name}")
 
 
 def default_data(cfg):
@@ -259,8 +288,6 @@ def config_from_json(d):
 
 
 def load_config_file(path):
-    """The TrainConfig in a JSON file as ``--print-config`` prints it (ValueError naming the file)."""
-    try:
-        return config_from_json(json.loads(Path(path).read_text()))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a training config as --print-config prints it: {e}") from e
+    """The TrainConfig in a JSON file as ``--print-config`` prints it, or of an experiment file
+    (``load_experiment``); ValueError naming the file."""
+    return load_experiment(path)

@@ -15,6 +15,20 @@ from ginr_common.transformer import TransformerStack
 from ginr_common.tokens import ImplicitSequentialBias, lp_homes, lp_lattice
 
 
+SEQUENCE_ORDERS = ("raster", "curve")
+
+
+def sequence_order(points, order="raster"):
+    """The order (N,) in which the encoder reads points (N, d) in [0, 1] given in raster order:
+    ``raster`` keeps it; ``curve`` follows the space-filling curve (``curves.curve_index``), which
+    visits every dyadic block of the grid in one run, so that with LPs at equal spacing each LP sits
+    beside the patch tokens of its own lattice cell (16 LPs over 8x8 tokens: an LP, then its 2x2
+    tokens)."""
+    if order == "raster":
+        return torch.arange(len(points))
+    return curve_index(points[None])[0].argsort()
+
+
 def _as_tuple(x, n, name):
     t = (x,) * n if isinstance(x, int) else tuple(x)
     if len(t) != n or any(int(v) < 1 for v in t):
@@ -69,10 +83,12 @@ class MambaEncoder(nn.Module):
 
     def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, *, dim=256, depth=6, num_lp=64,
                  lp_type="equidistant", n_group=2, lp_init="sinusoidal", n_freqs=8, combine="mean",
-                 d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba"):
+                 d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba", order="raster"):
         super().__init__()
         if mixer not in ("bimamba", "transformer"):
             raise ValueError(f"mixer must be 'bimamba' or 'transformer' (the baseline), got {mixer!r}")
+        if order not in SEQUENCE_ORDERS:
+            raise ValueError(f"order must be one of {SEQUENCE_ORDERS}, got {order!r}")
         self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim=dim, n_freqs=n_freqs)
         self.lp = ImplicitSequentialBias(num_lp, dim, self.tokenizer.num_patches, type=lp_type, n_group=n_group,
                                          init=lp_init)
@@ -83,13 +99,20 @@ class MambaEncoder(nn.Module):
                                       expand=expand, scan_backend=scan_backend)
 
         self.lattice = lp_lattice(self.tokenizer.grid, num_lp)
+        self.order = order
+        # the sequence order of the patch tokens and of the LPs (by their homes), and the inverse of each
+        for name, points in (("token", self.tokenizer.centres), ("lp", lp_homes(self.lattice))):
+            seq = sequence_order(points, order)
+            self.register_buffer(f"{name}_order", seq, persistent=False)
+            self.register_buffer(f"{name}_inverse", seq.argsort(), persistent=False)
 
     def forward(self, x, with_tokens=False):
-        """(B, C, *S) -> LP latents (B, M, dim); with ``with_tokens`` also the encoded patch tokens
-        (B, N, dim) in raster order of the patch grid (pixel-aligned features)."""
-        encoded = self.stack(self.lp.add_lp(self.tokenizer(x)))
-        lps = self.lp.extract_lp_tokens(encoded)
-        return (lps, encoded[:, self.lp.token_indices]) if with_tokens else lps
+        """(B, C, *S) -> LP latents (B, M, dim), LP i the one whose home is ``lp_coords[i]``; with
+        ``with_tokens`` also the encoded patch tokens (B, N, dim) in raster order of the patch grid
+        (pixel-aligned features), whatever order the sequence reads them in."""
+        encoded = self.stack(self.lp.add_lp(self.tokenizer(x)[:, self.token_order]))
+        lps = self.lp.extract_lp_tokens(encoded)[:, self.lp_inverse]
+        return (lps, encoded[:, self.lp.token_indices][:, self.token_inverse]) if with_tokens else lps
 
     @property
     def lp_coords(self):

@@ -33,6 +33,8 @@ class GINRConfig:
     d_state: int = 16
     token_freqs: int = 8
     mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
+    order: str = "raster"       # the sequence order of patch tokens and LPs: "raster", or "curve" (each LP beside
+                                # the tokens of its lattice cell at any LP count; encoder.sequence_order)
     decoder: LocalConfig | SCENTConfig | LAINRConfig | NeighbourConfig = field(default_factory=LocalConfig)
     input_skip: bool = False    # decode a residual over bicubic (volumes: trilinear) interpolation of the input
     pixel_tokens: bool = False  # with a decoder that reads patch tokens: add a projection of each patch's own
@@ -64,7 +66,8 @@ class MambaGINR(nn.Module):
         self.config = c = config
         self.encoder = MambaEncoder(c.input_size, c.in_channels, c.patch_size, dim=c.dim, depth=c.depth,
                                     num_lp=c.num_lp, lp_type=c.lp_type, n_group=c.n_group, lp_init=c.lp_init,
-                                    n_freqs=c.token_freqs, combine=c.combine, d_state=c.d_state, mixer=c.mixer)
+                                    n_freqs=c.token_freqs, combine=c.combine, d_state=c.d_state, mixer=c.mixer,
+                                    order=c.order)
         self.decoder = build_decoder(c.decoder, latent_dim=c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels,
                                      lattice=self.encoder.lattice, token_grid=self.encoder.tokenizer.grid)
         self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d): the LPs' homes

@@ -7,6 +7,7 @@ placement type:
 - ``equidistant``: LP i at floor(i * (N + M) / M)  -> ``L____L____...`` for N=40, M=10
 - ``middle``: one contiguous block of M slots centred in the sequence
 - ``n_group``: M / n groups of n consecutive LPs, group j starting at floor(j * (N + M) / (M / n))
+- ``random``: M of the N + M slots drawn once (a fixed permutation, seed 0), the same for every input
 
 Each LP also has a *home*: a point of an n-D lattice over the image (``lp_lattice`` picks its
 shape from the tokenizer's grid, as isotropic as M allows), LP i at the i-th lattice point in
@@ -19,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-LP_TYPES = ("equidistant", "middle", "n_group")
+LP_TYPES = ("equidistant", "middle", "n_group", "random")
 
 
 def lp_placement(input_len, num_lp, type="equidistant", n_group=2):
@@ -36,6 +37,8 @@ def lp_placement(input_len, num_lp, type="equidistant", n_group=2):
     if type == "middle":
         start = (total - num_lp) // 2
         return list(range(start, start + num_lp))
+    if type == "random":
+        return sorted(torch.randperm(total, generator=torch.Generator().manual_seed(0))[:num_lp].tolist())
     if n_group < 1 or num_lp % n_group:
         raise ValueError(f"n_group must divide num_lp={num_lp}, got n_group={n_group}")
     groups = num_lp // n_group

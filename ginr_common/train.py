@@ -3,6 +3,8 @@
     python -m ginr_common.train --config standard_fourier --profile smoke|cpu|long|full [--data photos|cifar10|FOLDER]
                                 [--out DIR] [--resume | --fresh] [--steps N] [--seed S] [--print-config]
                                 [--set KEY=VALUE ...] [--config-file FILE]
+    python -m ginr_common.train --config-file sf/lps        # any experiment: ginr_common/experiments/ or a file
+    python -m ginr_common.train --list-experiments
     torchrun --nproc_per_node N -m ginr_common.train ...      (DDP; gloo on CPU, nccl on CUDA)
 
 AdamW, linear warm-up then cosine per step, gradient clipping, bf16 autocast on CUDA, tqdm with
@@ -10,7 +12,8 @@ loss and PSNR, validation every ``val_every`` steps (model selection on the vali
 optionally an exponential moving average of the weights (``ema``: what is validated and saved),
 ``last.pt`` / ``best.pt`` / ``metrics.json`` (and TensorBoard logs in ``tensorboard/`` when
 tensorboard is installed: loss, PSNR, learning rate, validation PSNR and a picture of the model on
-validation images) in the run folder (default
+validation images) in the run folder; at each validation also the learned LPs' diversity (1 - their
+mean cosine similarity, ``tokens.lp_diversity``: near 0 when the LPs collapse onto one vector) (default
 ``checkpoints/<config>-<hash of the settings>``), written atomically by rank 0 only. What differs
 between tasks (batch, loss, validation) lives in ``ginr_common.tasks``.
 
@@ -33,9 +36,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ginr_common.checkpoints import flat, load_checkpoint, model_for, plain, save_checkpoint
-from ginr_common.configs import config_json, default_data, default_profile, get_config, load_config_file, run_name, with_settings
+from ginr_common.configs import (config_json, default_data, default_profile, experiments, get_config, load_config_file,
+                                 run_name, with_settings)
 from ginr_common.data import dataset_identity, folder_identity, load_dataset
 from ginr_common.tasks import make_task, shard
+from ginr_common.tokens import ImplicitSequentialBias, lp_diversity
 from ginr_common._io import write_json
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -171,9 +176,14 @@ def fit(cfg, data=None, out=None, resume=False, fresh=False, datasets=None, prog
         # validated from the start of the last training stage on
         if (step % cfg.val_every == 0 and step > validate_from) or step == cfg.steps:
             record["val_psnr"] = task.validate(evaluated, datasets)
+            lps = learned_lps(evaluated)
+            if lps is not None:   # 1 - mean cosine similarity of the learned LPs: near 0 when they collapse
+                record["lp_diversity"] = lp_diversity(lps)
             bar.write(f"step {step}: val PSNR {record['val_psnr']:.2f} dB")
             if board is not None:
                 board.add_scalar("val/psnr", record["val_psnr"], step)
+                if lps is not None:
+                    board.add_scalar("lp/diversity", record["lp_diversity"], step)
                 board.add_image("val/preview", task.preview(evaluated, datasets), step)
                 board.flush()
         state["history"].append(record)
@@ -194,6 +204,11 @@ def fit(cfg, data=None, out=None, resume=False, fresh=False, datasets=None, prog
     if world > 1:
         dist.barrier()
     return write_metrics(out, cfg, state, identity, world) if rank == 0 else None
+
+
+def learned_lps(model):
+    """The learned LPs (M, D) of a model's first ``ImplicitSequentialBias``; None without one."""
+    return next((m.lps for m in model.modules() if isinstance(m, ImplicitSequentialBias)), None)
 
 
 def tensorboard(out, step):
@@ -246,9 +261,16 @@ def main(argv=None):
                    help="set any field of the configuration, dotted, the value in JSON (repeatable): "
                         "--set lr=1e-3 --set 'model.input_size=[64, 64]' --set model.decoder.hidden=256")
     p.add_argument("--config-file", default=None,
-                   help="a JSON training configuration as --print-config prints it (instead of --config/--profile)")
+                   help="an experiment: a JSON file as --print-config prints it or stating its differences from the "
+                        "experiments it extends, or the name of one in ginr_common/experiments/ (e.g. sf/lps, "
+                        "long/scent); instead of --config/--profile")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--list-experiments", action="store_true", help="list the named experiments and exit")
     a = p.parse_args(argv)
+    if a.list_experiments:
+        for name, about in experiments().items():
+            print(f"{name:32s} {about}")
+        return
     settings = {}
     for item in a.set:
         key, eq, value = item.partition("=")

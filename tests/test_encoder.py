@@ -91,3 +91,41 @@ def test_fourier_features_stay_float32_under_autocast(seed):
         # bfloat16 coordinates carry their own rounding; the features are still computed in float32
         assert out_bf16_in.dtype == torch.float32
         assert torch.allclose(out_bf16_in, ff(coords.bfloat16().float()), atol=1e-5)
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("size, patch, num_lp", [((32, 32), 4, 16), ((32, 32), 4, 64), ((32, 32), 4, 256),
+                                                 ((8, 8, 8), 2, 8)])
+def test_curve_order_puts_each_lp_beside_its_cells_tokens_and_returns_raster_order(size, patch, num_lp, seed):
+    """With order="curve" the sequence reads LP j, then the tokens of LP j's lattice cell (fewer LPs than
+    tokens) or the LPs of a token's cell, then that token (more); the encoder still returns the LPs by
+    home (``lp_coords``) and the tokens in raster order: with the stack taken out, exactly the inputs."""
+    from ginr_common.encoder import sequence_order
+
+    enc = MambaEncoder(size, 1, patch, dim=8, depth=1, num_lp=num_lp, d_state=4, order="curve")
+    n = enc.tokenizer.num_patches
+    lp_pos, tok_pos, _ = enc.lp.indices(n)
+    homes, centres = enc.lp_coords[enc.lp_order], enc.tokenizer.centres[enc.token_order]
+    fine, coarse = (enc.tokenizer.grid, enc.lattice) if num_lp <= n else (enc.lattice, enc.tokenizer.grid)
+    cell = lambda p, g: tuple((p * torch.tensor(g)).floor().long().tolist())  # noqa: E731
+    for j, pos in enumerate(tok_pos.tolist()):
+        k = int((lp_pos < pos).sum()) - 1       # the LP read last before token j
+        if num_lp <= n:
+            assert cell(homes[k], coarse) == cell(centres[j], coarse)
+    if num_lp > n:
+        for k, pos in enumerate(lp_pos.tolist()):
+            j = int((tok_pos < pos).sum())      # the token read next after LP k
+            assert cell(homes[k], coarse) == cell(centres[j], coarse)
+    assert fine  # both grids exist
+    enc.stack = _Identity()
+    x = torch.rand(2, 1, *size)
+    lps, tokens = enc(x, with_tokens=True)
+    assert torch.equal(tokens, enc.tokenizer(x))
+    assert torch.equal(lps, enc.lp.lps[enc.lp_inverse].expand(2, -1, -1))
+    assert torch.equal(sequence_order(enc.tokenizer.centres, "raster"), torch.arange(n))
+    with pytest.raises(ValueError, match=r"order must be one of \('raster', 'curve'\), got 'hilbert'"):
+        MambaEncoder(size, 1, patch, dim=8, depth=1, num_lp=num_lp, order="hilbert")

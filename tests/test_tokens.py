@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -16,9 +17,12 @@ def test_placements():
     assert ImplicitSequentialBias(4, 8, 16, type="middle").visualize_placement() == "_" * 8 + "LLLL" + "_" * 8
     s = ImplicitSequentialBias(6, 8, 18, type="n_group", n_group=2).visualize_placement()
     assert s == "LL______LL______LL______"
+    r = lp_placement(64, 16, "random")       # a fixed draw of 16 distinct slots of 80, the same every time
+    assert r == lp_placement(64, 16, "random") == sorted(set(r)) and len(r) == 16 and 0 <= r[0] and r[-1] < 80
+    assert r != lp_placement(64, 16) and lp_placement(64, 16, "random") != lp_placement(63, 17, "random")[:16]
 
 
-@pytest.mark.parametrize("type", ["equidistant", "middle", "n_group"])
+@pytest.mark.parametrize("type", ["equidistant", "middle", "n_group", "random"])
 @pytest.mark.parametrize("init", ["sinusoidal", "normal"])
 def test_extraction_returns_exactly_what_was_inserted(type, init, seed):
     lp = ImplicitSequentialBias(6, 8, 30, type=type, n_group=3, init=init)
@@ -57,9 +61,14 @@ def test_wrong_sequence_length_names_expected():
         lp.extract_lp_tokens(torch.randn(1, 15, 8))
 
 
-def test_lp_diversity():
+def test_lp_diversity(seed):
     assert lp_diversity(torch.ones(5, 8)) == pytest.approx(0.0, abs=1e-6)
     assert lp_diversity(torch.eye(8)) == pytest.approx(1 - 1 / 8, abs=1e-6)
+    for m, d in ((64, 16), (7, 3)):     # against float64 NumPy on fresh random LPs
+        lps = torch.randn(m, d) + torch.randn(d)
+        x = lps.double().numpy()
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        assert lp_diversity(lps) == pytest.approx(1 - (x @ x.T).mean(), abs=1e-6)
 
 
 @pytest.mark.parametrize("grid, num_lp, lattice", [((16, 16), 64, (8, 8)), ((16, 16), 128, (8, 16)),

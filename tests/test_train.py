@@ -2,6 +2,7 @@
 kill-and-resume is exact for every config, a resume never continues a different run, a NaN loss
 stops, and DDP on two processes equals one process with the same global batch."""
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,8 +13,9 @@ import pytest
 import torch
 
 from ginr_common.checkpoints import load_checkpoint, model_for
-from ginr_common.configs import (CONFIGS, PROFILES, config_json, default_data, get_config, load_config_file, run_name,
-                                 train_config_from_checkpoint, with_settings)
+from ginr_common.configs import (CONFIGS, PROFILES, config_json, default_data, experiment_settings, experiments,
+                                 get_config, load_config_file, load_experiment, run_name, train_config_from_checkpoint,
+                                 with_settings)
 from ginr_common.data import ImageTensorDataset, load_dataset, resize
 from ginr_common.fourier import make_grid
 from ginr_common.metrics import chroma, psnr, ssim, total_variation
@@ -323,14 +325,9 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(name, tm
     assert max(float((v - init[k]).abs().max()) for k, v in trained.items()) > 1e-3
 
 
-@pytest.mark.parametrize("name, profile", PAIRS)
-def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
-    """Every (config, profile) pair, the GPU-sized ``full`` included, builds its model, makes its
-    task's batches (the estimate stage's and the joint one's for the flow) and takes one optimizer
-    step on CPU that moves the weights, with a finite loss."""
+def _one_step_of_every_stage(cfg, label):
     from ginr_common.train import param_groups
 
-    cfg = get_config(name, profile)
     cfg.batch_size = 2
     task = make_task(cfg)
     d, S = len(cfg.model.input_size), cfg.model.input_size[0]
@@ -342,12 +339,70 @@ def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
     for step in sorted({first for _, first in task.stages()}):
         before = {k: v.clone() for k, v in model.state_dict().items()}
         loss, _ = task.loss(model, task.batch(train, step))
-        assert torch.isfinite(loss), (name, profile, step)
+        assert torch.isfinite(loss), (label, step)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         assert max(float((v - before[k]).abs().max()) for k, v in model.state_dict().items()) > 0
+
+
+@pytest.mark.parametrize("name, profile", PAIRS)
+def test_every_profile_builds_and_takes_an_optimizer_step(name, profile):
+    """Every (config, profile) pair, the GPU-sized ``full`` included, builds its model, makes its
+    task's batches (the estimate stage's and the joint one's for the flow) and takes one optimizer
+    step on CPU that moves the weights, with a finite loss."""
+    _one_step_of_every_stage(get_config(name, profile), (name, profile))
+
+
+ABLATIONS = [n for n in experiments() if n.split("/")[0] not in PROFILES and n not in CONFIGS]
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_every_experiment_builds_and_takes_an_optimizer_step(name):
+    """Every named experiment that is not a (config, profile) pair (the ablations) resolves through
+    what it extends, builds, and takes one optimizer step of each training stage."""
+    _one_step_of_every_stage(load_experiment(name), name)
+
+
+def test_experiment_files_state_differences_in_order(tmp_path):
+    """An experiment applies what it extends, in order, then its own settings; a section set whole
+    (a decoder of another kind) comes before its fields; the train CLI reads one by path or by name."""
+    (tmp_path / "a.json").write_text(json.dumps({"about": "a", "extends": "standard_fourier", "lr": 1e-3,
+                                                 "model": {"num_lp": 16, "decoder": {"hidden": 32}}}))
+    (tmp_path / "b.json").write_text(json.dumps({"steps": 7, "lr": 5e-4}))
+    (tmp_path / "c.json").write_text(json.dumps({"extends": [str(tmp_path / "a.json"), str(tmp_path / "b.json")],
+                                                 "model": {"decoder": {"kind": "lainr", "hidden": 64},
+                                                           "pixel_filter": 0}, "options": {"lr_queries": 128}}))
+    assert experiment_settings(tmp_path / "c.json") == {
+        "lr": 5e-4, "model.num_lp": 16, "steps": 7, "model.decoder": {"kind": "lainr", "hidden": 64},
+        "model.pixel_filter": 0, "options.lr_queries": 128}
+    cfg = load_experiment(tmp_path / "c.json")
+    want = with_settings(get_config("standard_fourier", "cpu"), {
+        "lr": 5e-4, "model.num_lp": 16, "steps": 7, "model.decoder": {"kind": "lainr", "hidden": 64},
+        "model.pixel_filter": 0, "options.lr_queries": 128})
+    assert cfg == want and cfg.model.decoder.kind == "lainr" and cfg.model.decoder.hidden == 64
+    (tmp_path / "d.json").write_text(json.dumps({"extends": str(tmp_path / "c.json"),
+                                                 "model": {"decoder": {"n_blocks": 1}}}))
+    assert load_experiment(tmp_path / "d.json").model.decoder == dataclasses.replace(want.model.decoder, n_blocks=1)
+    assert load_experiment("sf/lps") == with_settings(get_config("standard_fourier", "cpu"), {
+        "model.patch_size": 2, "options.lr_queries": 256, "options.sr_queries": 512, "steps": 1500,
+        "model.pixel_filter": 0, "model.decoder.sources": ["lps"]})
+    assert load_config_file("long/scent") == get_config("scent", "long")
+    shown = json.loads(run("--config-file", str(tmp_path / "c.json"), "--print-config").stdout)
+    assert shown == json.loads(config_json(cfg))
+    assert json.loads(run("--config-file", "sf/lps", "--print-config").stdout) == json.loads(
+        config_json(load_experiment("sf/lps")))
+    assert "sf/lps " in run("--list-experiments").stdout
+    (tmp_path / "loop.json").write_text(json.dumps({"extends": str(tmp_path / "loop.json")}))
+    for bad, message in ((tmp_path / "loop.json", "loop.json: extends itself"), ("sf/nope", "no experiment 'sf/nope'")):
+        with pytest.raises(ValueError, match=message):
+            load_experiment(bad)
+    (tmp_path / "e.json").write_text(json.dumps({"extends": "standard_fourier", "model": {"dims": 3}}))
+    with pytest.raises(ValueError, match=r"e.json: .*unknown setting 'model.dims'"):
+        load_experiment(tmp_path / "e.json")
+    r = run("--config-file", "sf/nope", "--print-config", check=False)
+    assert r.returncode == 2 and "no experiment 'sf/nope'" in r.stderr
 
 
 def test_metrics():
@@ -497,11 +552,17 @@ def test_tensorboard_logs_what_training_records(tmp_path, monkeypatch):
     m = fit(cfg, out=tmp_path / "run", datasets=data, progress=False)
     ea = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     ea.Reload()
-    for tag, key in (("train/loss", "loss"), ("train/psnr", "train_psnr"), ("train/lr", "lr"), ("val/psnr", "val_psnr")):
+    for tag, key in (("train/loss", "loss"), ("train/psnr", "train_psnr"), ("train/lr", "lr"), ("val/psnr", "val_psnr"),
+                     ("lp/diversity", "lp_diversity")):
         want = [(h["step"], h[key]) for h in m["history"] if key in h]
         got = [(e.step, e.value) for e in ea.Scalars(tag)]
         assert [s for s, _ in got] == [s for s, _ in want] and len(want) >= 1, tag
         assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), tag
+    # the learned LPs' diversity, at every validation: the last one is that of the saved model's LPs
+    from ginr_common.tokens import lp_diversity
+
+    final, _ = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert m["history"][-1]["lp_diversity"] == pytest.approx(lp_diversity(final.encoder.lp.lps), abs=1e-7)
     from torchvision.utils import make_grid
 
     x = torch.rand(5, 3, 4, 6)
