@@ -168,14 +168,16 @@ def main(argv=None):
     about = experiments()
     t = summarise(rows)
     pm = lambda x, f=".2f": f"{x[0]:{f}} ± {x[1]:{f}}"  # noqa: E731
-    lines = [f"profile {a.profile}{f', {a.steps} steps' if a.steps else ''}, seeds {a.seeds} (mean ± half the "
+    budget = (f"profile {a.profile}" if set(a.variants) & set(MAIN) else "each experiment's own budget") + \
+        (f", {a.steps} steps" if a.steps else "")
+    lines = [f"{budget}, seeds {a.seeds} (mean ± half the "
              "spread); " + ("test = astronaut + stereo motorcycle (held-out photographs). Reconstruction: 497 "
                             "test tiles 32x32. Renders: 46 HR test crops" if a.split == "test" else
                             "scored on the VALIDATION photographs (chelsea, grace_hopper; the 'test' columns are its tiles and "
                             "crops). Renders: its HR crops") +
              ", input = their 32x32 downsample, x2 = 64, x4 = 128 against the real "
              "crop. grid = error power at the patch period over its ring (bicubic's beside it). params, inference "
-             "(16 tiles encoded and rendered at x2, best of 3) and its peak memory rise: the first seed's model.", "",
+             "(16 tiles encoded and rendered at x2, best of 3) and its peak memory rise: the mean over the seeds' models.", "",
              "| experiment | what | test PSNR | SSIM | x2 model | x2 bicubic | x4 model | x4 bicubic | grid x2 (bicubic) "
              "| train s | params | inference ms | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, r in t.items():

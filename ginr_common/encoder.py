@@ -12,7 +12,7 @@ from ginr_common.curves import curve_index, take_rows
 from ginr_common.fourier import FourierFeatures, make_grid
 from ginr_common.mamba import BiMambaStack
 from ginr_common.transformer import TransformerStack
-from ginr_common.tokens import ImplicitSequentialBias, lp_homes, lp_lattice
+from ginr_common.tokens import ImplicitSequentialBias, cell_pooling, lp_homes, lp_lattice
 
 
 SEQUENCE_ORDERS = ("raster", "curve")
@@ -83,7 +83,8 @@ class MambaEncoder(nn.Module):
 
     def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, *, dim=256, depth=6, num_lp=64,
                  lp_type="equidistant", n_group=2, lp_init="sinusoidal", n_freqs=8, combine="mean",
-                 d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba", order="raster"):
+                 d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba", order="raster",
+                 lp_content=False):
         super().__init__()
         if mixer not in ("bimamba", "transformer"):
             raise ValueError(f"mixer must be 'bimamba' or 'transformer' (the baseline), got {mixer!r}")
@@ -105,12 +106,19 @@ class MambaEncoder(nn.Module):
             seq = sequence_order(points, order)
             self.register_buffer(f"{name}_order", seq, persistent=False)
             self.register_buffer(f"{name}_inverse", seq.argsort(), persistent=False)
+        # lp_content: each LP also starts from a projection of the mean of its lattice cell's patch embeddings
+        self.lp_content = nn.Linear(dim, dim) if lp_content else None
+        if lp_content:
+            pool = cell_pooling(self.tokenizer.centres, self.tokenizer.grid, self.lattice)
+            self.register_buffer("lp_pool", pool[self.lp_order][:, self.token_order], persistent=False)
 
     def forward(self, x, with_tokens=False):
         """(B, C, *S) -> LP latents (B, M, dim), LP i the one whose home is ``lp_coords[i]``; with
         ``with_tokens`` also the encoded patch tokens (B, N, dim) in raster order of the patch grid
         (pixel-aligned features), whatever order the sequence reads them in."""
-        encoded = self.stack(self.lp.add_lp(self.tokenizer(x)[:, self.token_order]))
+        tokens = self.tokenizer(x)[:, self.token_order]
+        content = self.lp_content(self.lp_pool.to(tokens.dtype) @ tokens) if self.lp_content is not None else None
+        encoded = self.stack(self.lp.add_lp(tokens, content))
         lps = self.lp.extract_lp_tokens(encoded)[:, self.lp_inverse]
         return (lps, encoded[:, self.lp.token_indices][:, self.token_inverse]) if with_tokens else lps
 

@@ -1,6 +1,8 @@
 """What the notebooks share, so that each one shows only what is its own: the settings read from
 the environment, the shipped model's recorded numbers, and training from scratch."""
+import json
 import os
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -33,6 +35,15 @@ def shipped(name):
     results = pretrained_manifest(name)["results"]
     table = sparse_summary(results) if "free" in results else recon_summary(results)
     return f"{describe_pretrained(name)}\n{table}"
+
+
+def results(name):
+    """A committed results file of the benchmarks (``benchmarks/results/<name>.json``: the command that
+    made it and its rows and summary), for drawing, without training anything."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results file (benchmarks/results/ in a clone of the repository)")
+    return json.loads(path.read_text())
 
 
 def train_from_scratch(cfg, train=True, data=None, **evaluation):

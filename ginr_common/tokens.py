@@ -75,6 +75,28 @@ def lp_homes(lattice):
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(lattice))
 
 
+def cell_pooling(centres, grid, lattice):
+    """The (M, N) matrix that averages, for each LP (its home on ``lattice``, raster order), the
+    patch tokens (centres (N, d) on ``grid``) of its lattice cell; where there are more LPs than
+    tokens, each LP takes the token whose patch holds its home. Rows sum to 1."""
+    homes = lp_homes(lattice)
+    if len(homes) <= len(centres):
+        owner = _raster_cell(centres, lattice)                       # the LP cell of each token
+        a = (owner[None, :] == torch.arange(len(homes))[:, None]).float()
+    else:
+        holder = _raster_cell(homes, grid)                           # the token cell of each LP's home
+        a = (holder[:, None] == torch.arange(len(centres))[None, :]).float()
+    return a / a.sum(1, keepdim=True).clamp_min(1)
+
+
+def _raster_cell(points, shape):
+    """The raster index of the cell of a grid of ``shape`` that holds each point (N, d) in [0, 1]."""
+    idx = torch.zeros(len(points), dtype=torch.long)
+    for axis, g in enumerate(shape):
+        idx = idx * g + (points[:, axis] * g).floor().long().clamp(0, g - 1)
+    return idx
+
+
 def placement_string(input_len, num_lp, type="equidistant", n_group=2):
     """'L' for an LP slot, '_' for an input token."""
     s = ["_"] * (input_len + num_lp)
@@ -144,11 +166,14 @@ class ImplicitSequentialBias(nn.Module):
         if self.input_len is not None and n != self.input_len:
             raise ValueError(f"{what} (expected input_len={self.input_len}), got {n}")
 
-    def add_lp(self, tokens):
+    def add_lp(self, tokens, content=None):
+        """(B, N, D) -> (B, N + M, D): the LPs interleaved; ``content`` (B, M, D), if given, is added
+        to the LPs (what each LP starts from besides its learned vector)."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.dim:
             raise ValueError(f"tokens must be (B, N, dim={self.dim}), got {tuple(tokens.shape)}")
         self._check_len(tokens.shape[1], f"tokens must be (B, input_len={self.input_len}, {self.dim})")
         lps = self.lps.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        lps = lps if content is None else lps + content
         return torch.cat([tokens, lps], dim=1)[:, self.indices(tokens.shape[1])[2]]
 
     def extract_lp_tokens(self, encoded):

@@ -135,6 +135,64 @@ def lp_similarity_figure(lps):
     return fig
 
 
+def ablation_figure(summary, keys=(("test_psnr", "reconstruction"), ("x2_model", "render x2")), labels=None,
+                    title=""):
+    """Bars of each experiment's mean over its seeds with half the spread as the error bar, one panel
+    per measure: ``summary`` is a results file's summary ({experiment: {key: [mean, half spread]}},
+    ``benchmarks/quality.py``), ``keys`` (key, panel title) pairs, ``labels`` the experiments' names
+    on the axis (default: the experiments)."""
+    names = list(summary)
+    labels = labels or names
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.8), squeeze=False)
+    for ax, (key, what) in zip(axes[0], keys):
+        mean, half = zip(*(summary[n][key] for n in names))
+        ax.bar(range(len(names)), mean, yerr=half, capsize=3, color="tab:blue")
+        lo = min(m - h for m, h in zip(mean, half))
+        ax.set_ylim(lo - 0.1 * (max(mean) - lo + 1e-9) - 0.5, max(m + h for m, h in zip(mean, half)) + 0.5)
+        ax.set_xticks(range(len(names)), labels, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{what} (dB)", fontsize=8)
+        for i, m in enumerate(mean):
+            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def lp_footprint_figure(model, image, lps=4, scale=4):
+    """What each LP holds: the image decoded from its LP latent at ``scale`` x, then, for ``lps`` LPs
+    spread over the lattice (or the given indices), how much the decoded field changes when that
+    one LP's vector is replaced by the mean of the image's LPs (mean |change| over the channels; the
+    LP's home marked). Only a model whose decoder reads the LPs alone (``reads_tokens`` False)
+    decodes from the latent by itself."""
+    model.eval()
+    if model.config.reads_tokens:
+        raise ValueError("lp_footprint_figure needs a model that decodes from its LPs alone (reads_tokens False), "
+                         f"this one's decoder reads the patch tokens too: {model.config.decoder}")
+    x = image[None]
+    z = model.encode(x)
+    m = z.shape[1]
+    chosen = list(lps) if not isinstance(lps, int) else torch.linspace(0, m - 1, lps + 2)[1:-1].round().long().tolist()
+    size = [scale * s for s in model.config.input_size]
+    grid, cell = make_grid(size), 1 / torch.tensor(size, dtype=torch.float32)
+    decode = lambda lat: model.decode(lat, grid, images=x, cell=cell)[0].T.reshape(-1, *size)  # noqa: E731
+    full = decode(z)
+    fig, axes = plt.subplots(1, 2 + len(chosen), figsize=(1.9 * (2 + len(chosen)), 2.3))
+    _show(axes[0], image, "input")
+    _show(axes[1], full, f"from {m} LPs, x{scale}")
+    homes = model.lp_coords.cpu()
+    for ax, i in zip(axes[2:], chosen):
+        swapped = z.clone()
+        swapped[:, i] = z[0].mean(0)
+        change = (decode(swapped) - full).abs().mean(0).cpu()
+        ax.imshow(change.numpy(), cmap="magma", extent=(0, 1, 1, 0))
+        ax.plot(homes[i, 1], homes[i, 0], "c+", ms=10)
+        ax.set_title(f"LP {i}: its footprint", fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 @torch.no_grad()
 def attention_figure(model, image, query=(0.5, 0.5)):
     """Attention of one query (y, x in [0, 1]) to the LPs, averaged over heads, drawn at the

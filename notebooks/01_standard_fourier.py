@@ -66,6 +66,24 @@ crop = torch.from_numpy(photos.astronaut()[40:232, 150:342]).permute(2, 0, 1).fl
 notebook.render_comparison(model, resize(crop[None], (48, 48))[0], scale=3.7, truth=crop);
 
 # %% [markdown]
+# ## What the LPs hold: the LP latent alone
+# The model above decodes from the LPs *and* the patch tokens, and its pixel filter reads the input pixels, so its reconstruction says little about what the LPs carry. `lp_latent` is the reference design's GINR: its decoder reads only the 4 LP vectors around each query (no patch tokens, no pixel filter, no input skip), so everything it renders passes through the 64 LPs of 64 numbers each (1.33x the 32x32x3 pixels). Each LP enters the sequence as its learned vector plus a projection of the mean patch embedding of its lattice cell (`lp_content`), then the BiMamba stack mixes the whole sequence. Its table is its manifest; the figure shows, for four LPs, where the decoded field changes when that one LP is replaced by the mean of the image's LPs: each LP holds the neighbourhood of its home (+).
+
+# %%
+lp_model = load_pretrained("lp_latent")
+print(notebook.shipped("lp_latent"))
+viz.lp_footprint_figure(lp_model, lr[5]);
+
+# %% [markdown]
+# ### How many LPs, and where
+# Two seeds each at a third of the cpu budget (1,000 steps), the committed results of `python benchmarks/quality.py --experiments lp/count-16 lp/count-32 lp/count-64 lp/count-128 lp/count-256 --seeds 0 1 --out benchmarks/results/lp_count` and of the placement and notebook-1 tables in docs/results.md (each row an experiment file in `ginr_common/experiments/lp/`). Nothing is trained here.
+
+# %%
+for table, title in (("lp_count", "the LP latent alone, by LP count"), ("lp_count_nb1", "notebook 1's model, by LP count"),
+                     ("lp_placement", "the LP latent alone, by placement of 64 LPs")):
+    viz.ablation_figure(notebook.results(table)["summary"], title=title)
+
+# %% [markdown]
 # ## Train from scratch
 # AdamW, warm-up + cosine, gradient clipping; `last.pt`, `best.pt` (on the validation photographs) and `metrics.json` in a run folder named after the settings (an edit trains a new run), written atomically; a finished run is reused, a partial one resumed.
 

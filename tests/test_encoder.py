@@ -129,3 +129,27 @@ def test_curve_order_puts_each_lp_beside_its_cells_tokens_and_returns_raster_ord
     assert torch.equal(sequence_order(enc.tokenizer.centres, "raster"), torch.arange(n))
     with pytest.raises(ValueError, match=r"order must be one of \('raster', 'curve'\), got 'hilbert'"):
         MambaEncoder(size, 1, patch, dim=8, depth=1, num_lp=num_lp, order="hilbert")
+
+
+@pytest.mark.parametrize("order", ["raster", "curve"])
+@pytest.mark.parametrize("num_lp", [16, 64, 256])
+def test_lp_content_starts_each_lp_from_its_cells_patches(order, num_lp, seed):
+    """With lp_content, LP i enters the sequence as its learned vector plus a projection of the mean
+    embedding of the patches in its lattice cell (or of the patch holding its home, with more LPs
+    than patches): checked against a loop over the pixels, with the stack taken out."""
+    enc = MambaEncoder((32, 32), 3, 4, dim=8, depth=1, num_lp=num_lp, d_state=4, order=order, lp_content=True)
+    enc.stack = _Identity()
+    x = torch.rand(2, 3, 32, 32)
+    lps = enc(x)
+    emb = enc.tokenizer(x)                                  # raster order
+    ly, lx = enc.lattice
+    for i in (0, num_lp // 3, num_lp - 1):
+        hy, hx = enc.lp_coords[i].tolist()
+        if num_lp <= 64:       # the patches whose centres fall in LP i's cell
+            members = [j for j, (cy, cx) in enumerate(enc.tokenizer.centres.tolist())
+                       if int(cy * ly) == int(hy * ly) and int(cx * lx) == int(hx * lx)]
+        else:                  # the patch holding LP i's home
+            members = [int(hy * 8) * 8 + int(hx * 8)]
+        want = enc.lp.lps[enc.lp_inverse[i]] + enc.lp_content(emb[:, members].mean(1))
+        assert torch.allclose(lps[:, i], want, atol=1e-6), i
+    assert len(members) == max(1, 64 // num_lp)
