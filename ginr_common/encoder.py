@@ -38,11 +38,14 @@ def _as_tuple(x, n, name):
 
 class PatchTokenizer(nn.Module):
     """(B, C, *S) -> tokens (B, N, C * prod(p)) and patch-centre coordinates (N, d) in [0, 1]
-    (pixel-centre convention, axis order). ``forward`` embeds tokens to ``dim`` and adds a
-    projection of a fixed Fourier encoding of the patch centres, kept as a buffer."""
+    (pixel-centre convention, axis order). ``forward`` embeds tokens to ``dim`` and adds their
+    position: a projection of a fixed Fourier (sinusoidal) encoding of the patch centres, kept as a
+    buffer (``position="fourier"``), a learned vector per patch (``"learned"``), or none."""
 
-    def __init__(self, input_size, patch_size, in_channels, *, dim, n_freqs=8):
+    def __init__(self, input_size, patch_size, in_channels, *, dim, n_freqs=8, position="fourier"):
         super().__init__()
+        if position not in ("fourier", "learned", "none"):
+            raise ValueError(f"position must be 'fourier', 'learned' or 'none', got {position!r}")
         nd = len(input_size) if not isinstance(input_size, int) else 2
         self.input_size = _as_tuple(input_size, nd, "input_size")
         self.patch_size = _as_tuple(patch_size, nd, "patch_size")
@@ -57,7 +60,9 @@ class PatchTokenizer(nn.Module):
         ff = FourierFeatures(nd, n_freqs, max_freq=max(self.grid))  # top frequency: the patch grid's Nyquist
         self.register_buffer("pos_enc", ff(self.centres))
         self.embed = nn.Linear(self.patch_dim, dim)
-        self.pos_proj = nn.Linear(ff.out_dim, dim)
+        self.position = position
+        self.pos_proj = nn.Linear(ff.out_dim, dim) if position == "fourier" else None
+        self.pos_learned = nn.Parameter(torch.randn(self.num_patches, dim) * 0.02) if position == "learned" else None
 
     def patchify(self, x):
         """(B, C, *S) -> (B, N, C * prod(p)); channel-major within a patch, patches in raster order."""
@@ -75,7 +80,10 @@ class PatchTokenizer(nn.Module):
         return x.permute(order).reshape(B, self.num_patches, self.patch_dim)
 
     def forward(self, x):
-        return self.embed(self.patchify(x)) + self.pos_proj(self.pos_enc.to(x.dtype))
+        tokens = self.embed(self.patchify(x))
+        if self.position == "fourier":
+            return tokens + self.pos_proj(self.pos_enc.to(x.dtype))
+        return tokens + self.pos_learned.to(x.dtype) if self.position == "learned" else tokens
 
 
 class MambaEncoder(nn.Module):
@@ -84,17 +92,21 @@ class MambaEncoder(nn.Module):
     def __init__(self, input_size=(32, 32), in_channels=3, patch_size=2, *, dim=256, depth=6, num_lp=64,
                  lp_type="equidistant", n_group=2, lp_init="sinusoidal", n_freqs=8, combine="mean",
                  d_state=16, d_conv=4, expand=2, scan_backend="auto", mixer="bimamba", order="raster",
-                 lp_content=False):
+                 lp_content=False, position="fourier"):
         super().__init__()
         if mixer not in ("bimamba", "transformer"):
             raise ValueError(f"mixer must be 'bimamba' or 'transformer' (the baseline), got {mixer!r}")
         if order not in SEQUENCE_ORDERS:
             raise ValueError(f"order must be one of {SEQUENCE_ORDERS}, got {order!r}")
-        self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim=dim, n_freqs=n_freqs)
+        if position == "rope" and mixer != "transformer":
+            raise ValueError("position='rope' rotates the transformer's queries and keys: it needs mixer='transformer', "
+                             f"got mixer={mixer!r}")
+        self.tokenizer = PatchTokenizer(input_size, patch_size, in_channels, dim=dim, n_freqs=n_freqs,
+                                        position="none" if position == "rope" else position)
         self.lp = ImplicitSequentialBias(num_lp, dim, self.tokenizer.num_patches, type=lp_type, n_group=n_group,
                                          init=lp_init)
         if mixer == "transformer":
-            self.stack = TransformerStack(dim, depth)
+            self.stack = TransformerStack(dim, depth, rope=position == "rope")
         else:
             self.stack = BiMambaStack(dim, depth, combine=combine, d_state=d_state, d_conv=d_conv,
                                       expand=expand, scan_backend=scan_backend)

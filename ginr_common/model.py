@@ -33,6 +33,8 @@ class GINRConfig:
     d_state: int = 16
     token_freqs: int = 8
     mixer: str = "bimamba"      # "transformer": the self-attention baseline of the same width and depth
+    position: str = "fourier"   # the patch tokens' position: "fourier" (a fixed sinusoidal encoding of the patch
+                                # centres), "learned" (a vector per patch) or "rope" (rotary, mixer="transformer" only)
     lp_content: bool = False    # each LP also starts from a projection of the mean patch embedding of its lattice cell
     order: str = "raster"       # the sequence order of patch tokens and LPs: "raster", or "curve" (each LP beside
                                 # the tokens of its lattice cell at any LP count; encoder.sequence_order)
@@ -68,7 +70,8 @@ class MambaGINR(nn.Module):
         self.encoder = MambaEncoder(c.input_size, c.in_channels, c.patch_size, dim=c.dim, depth=c.depth,
                                     num_lp=c.num_lp, lp_type=c.lp_type, n_group=c.n_group, lp_init=c.lp_init,
                                     n_freqs=c.token_freqs, combine=c.combine, d_state=c.d_state, mixer=c.mixer,
-                                    order=c.order, lp_content=c.lp_content)
+                                    order=c.order, lp_content=c.lp_content,
+                                    position=c.position)
         self.decoder = build_decoder(c.decoder, latent_dim=c.dim, coord_dim=len(c.input_size), out_dim=c.in_channels,
                                      lattice=self.encoder.lattice, token_grid=self.encoder.tokenizer.grid)
         self.register_buffer("lp_coords", self.encoder.lp_coords, persistent=False)  # (M, d): the LPs' homes
