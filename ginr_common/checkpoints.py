@@ -139,7 +139,7 @@ def load_checkpoint(path, map_location=None):
 
 # ---------------------------------------------------------------------- pretrained weights
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-PRETRAINED = ("standard_fourier", "gaussian_fourier", "scent", "flow_sparse", "volume")
+PRETRAINED = ("standard_fourier", "lp_latent", "gaussian_fourier", "scent", "flow_sparse", "volume")
 WEIGHT_FILES = ("model.safetensors", "config.json")
 
 

@@ -76,10 +76,10 @@ viz.lp_footprint_figure(lp_model, lr[5]);
 
 # %% [markdown]
 # ### How many LPs, and where
-# Two seeds each at a third of the cpu budget (1,000 steps), the committed results of `python benchmarks/quality.py --experiments lp/count-16 lp/count-32 lp/count-64 lp/count-128 lp/count-256 --seeds 0 1 --out benchmarks/results/lp_count` and of the placement and notebook-1 tables in docs/results.md (each row an experiment file in `ginr_common/experiments/lp/`). Nothing is trained here.
+# Two seeds each at a third of the cpu budget (1,000 steps), the committed results of `python benchmarks/quality.py --experiments lp/count-16 lp/count-32 lp/count-64 lp/count-128 lp/count-256 --seeds 0 1 --out benchmarks/results/lp_count` and of the placement table in docs/results.md (each row an experiment file in `ginr_common/experiments/lp/`). Nothing is trained here.
 
 # %%
-for table, title in (("lp_count", "the LP latent alone, by LP count"), ("lp_count_nb1", "notebook 1's model, by LP count"),
+for table, title in (("lp_count", "the LP latent alone, by LP count"),
                      ("lp_placement", "the LP latent alone, by placement of 64 LPs")):
     viz.ablation_figure(notebook.results(table)["summary"], title=title)
 

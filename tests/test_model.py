@@ -171,3 +171,38 @@ def test_render_image_of_any_size_and_scale(seed):
         render_image(model, big)
     with pytest.raises(ValueError, match="at least the model's input size"):
         render_image(model, torch.rand(3, 20, 40), scale=2)
+
+
+def test_the_lp_latent_decodes_from_its_lps_alone_and_shows_each_lps_footprint(seed):
+    """With the decoder reading the LPs only, nothing but the LP latent reaches the output: the
+    latent is (B, M, dim) and decoding needs no image; replacing one LP changes the field only
+    around that LP's home (the local decoder reads the 2x2 LPs around a query), which is what
+    ``viz.lp_footprint_figure`` draws; a model whose decoder reads the tokens is refused by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ginr_common import viz
+    from ginr_common.decoders import LocalConfig
+
+    cfg = GINRConfig(dim=16, depth=1, num_lp=16, d_state=4, pixel_filter=0, lp_content=True,
+                     decoder=LocalConfig(hidden=32, n_blocks=1, sources=("lps",)))
+    model = MambaGINR(cfg).eval()
+    x = torch.rand(1, 3, 32, 32)
+    z = model.encode(x)
+    assert z.shape == (1, 16, 16)
+    grid = make_grid((32, 32))
+    out = model.decode(z, grid)                      # no image needed
+    swapped = z.clone()
+    swapped[:, 5] = z[0].mean(0)
+    change = (model.decode(swapped, grid) - out).abs().sum(-1)[0].reshape(32, 32)
+    home = (model.lp_coords[5] * 32).long()          # LP 5: lattice (1, 1), home at pixel (12, 12)
+    far = change.clone()
+    far[max(0, home[0] - 16):home[0] + 16, max(0, home[1] - 16):home[1] + 16] = 0
+    assert change.max() > 0 and far.max() == 0
+    fig = viz.lp_footprint_figure(model, x[0], lps=[5, 10])
+    assert len(fig.axes) == 4
+    with pytest.raises(ValueError, match="needs a model that decodes from its LPs alone"):
+        viz.lp_footprint_figure(MambaGINR(GINRConfig(dim=16, depth=1, num_lp=16, d_state=4, pixel_filter=0)), x[0])
+    fig = viz.ablation_figure({"a": {"test_psnr": [30.0, 0.1], "x2_model": [25.0, 0.2]},
+                               "b": {"test_psnr": [31.0, 0.0], "x2_model": [24.0, 0.1]}}, title="t")
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]

@@ -56,3 +56,16 @@ def test_one_version_number():
     assert "version" not in pp["project"] and pp["project"]["dynamic"] == ["version"]
     assert pp["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ginr_common.__version__"}
     assert importlib.metadata.version("ginr-common") == ginr_common.__version__
+
+
+def test_every_experiment_file_ships_with_the_package():
+    """The experiment files are package data: every one matches a pattern of pyproject's package-data
+    (a file in a deeper folder would be left out of a wheel)."""
+    from fnmatch import fnmatch
+
+    pp = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pp["tool"]["setuptools"]["package-data"]["ginr_common"]
+    files = [p.relative_to(ROOT / "ginr_common").as_posix() for p in (ROOT / "ginr_common/experiments").rglob("*.json")]
+    assert len(files) > 50
+    missing = [f for f in files if not any(fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)]
+    assert not missing, f"not package data: {missing}"
