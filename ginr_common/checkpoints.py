@@ -205,8 +205,8 @@ def from_pretrained(folder, map_location=None):
 
 def load_pretrained(name, map_location=None):
     """One of the shipped models, ready for ``render`` / ``sample``: ``standard_fourier``,
-    ``gaussian_fourier``, ``scent``, ``flow_sparse`` or ``volume`` (``pretrained_manifest(name)``
-    says how it was trained and what it scores)."""
+    ``lp_latent`` (the LP latent alone), ``gaussian_fourier``, ``scent``, ``flow_sparse`` or ``volume``
+    (``pretrained_manifest(name)`` says how it was trained and what it scores)."""
     if name not in PRETRAINED:
         raise ValueError(f"pretrained model must be one of {PRETRAINED}, got {name!r}")
     return from_pretrained(WEIGHTS / name, map_location)

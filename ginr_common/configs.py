@@ -1,19 +1,22 @@
-"""Every training configuration: the dataclass defaults are the shipped cpu models, and each
-(config, profile) pair is stated as its differences from them, the way nanoGPT's config files
-state only what they change.
+"""Every training configuration, each a JSON file in ``experiments/`` (``EXPERIMENTS``) that states
+only its differences from what it extends, the way nanoGPT's config files state only what they change;
+the dataclass defaults are notebook 1's cpu model.
 
 Configs: ``standard_fourier`` (notebook 1), ``gaussian_fourier`` (notebook 2), ``scent``
-(notebook 3), ``flow_sparse`` (notebook 4), ``volume`` (notebook 5, 3-D). Profiles: ``smoke`` (seconds: CI and the notebooks
-under nbval), ``cpu`` (about ten minutes on two CPU cores: ``make run``), ``long`` (three times its steps,
-30-50 minutes; super-resolution on random degradations of the inputs), ``full`` (the
-reference configuration's hyperparameters for a GPU: patch 2, width 256, depth 6, 40 epochs of
-45k CIFAR-10 images at batch 64 with 5 warm-up epochs; flow: lr 1e-4, 100 epochs).
+(notebook 3), ``flow_sparse`` (notebook 4), ``volume`` (notebook 5, 3-D), ``lp_latent`` (the LP latent
+alone). Profiles: ``smoke`` (seconds: CI and the notebooks under nbval), ``cpu`` (about ten minutes on two
+CPU cores: ``make run``), ``long`` (three times its steps, 30-50 minutes; super-resolution on random
+degradations of the inputs), ``full`` (the reference configuration's hyperparameters for a GPU: patch 2,
+width 256, depth 6, 40 epochs of 45k CIFAR-10 images at batch 64 with 5 warm-up epochs; flow: lr 1e-4,
+100 epochs). Besides them, the ablations and the tables of docs/results.md (``experiments()`` lists all).
 
     python -m ginr_common.train --config scent --profile cpu --print-config
+    python -m ginr_common.train --config-file sf/lps --print-config
 
 prints one of them resolved. ``get_config`` returns a copy to edit; ``with_settings(cfg, {"lr": 1e-3,
 "model.input_size": [64, 64]})`` a copy with any fields changed (``--set KEY=VALUE`` on the command
-line), and ``load_config_file(path)`` reads what ``--print-config`` prints (``--config-file``).
+line), and ``load_experiment(name or path)`` reads an experiment file or what ``--print-config`` prints
+(``--config-file``).
 """
 import dataclasses
 import hashlib
