@@ -113,11 +113,12 @@ class MambaEncoder(nn.Module):
 
         self.lattice = lp_lattice(self.tokenizer.grid, num_lp)
         self.order = order
-        # the sequence order of the patch tokens and of the LPs (by their homes), and the inverse of each
+        # the sequence order of the patch tokens and of the LPs (by their homes), and the inverse of each: plain
+        # index tensors, not buffers (a moving average of the weights averages buffers, and would round these)
         for name, points in (("token", self.tokenizer.centres), ("lp", lp_homes(self.lattice))):
             seq = sequence_order(points, order)
-            self.register_buffer(f"{name}_order", seq, persistent=False)
-            self.register_buffer(f"{name}_inverse", seq.argsort(), persistent=False)
+            setattr(self, f"{name}_order", seq)
+            setattr(self, f"{name}_inverse", seq.argsort())
         # lp_content: each LP also starts from a projection of the mean of its lattice cell's patch embeddings
         self.lp_content = nn.Linear(dim, dim) if lp_content else None
         if lp_content:
@@ -128,11 +129,17 @@ class MambaEncoder(nn.Module):
         """(B, C, *S) -> LP latents (B, M, dim), LP i the one whose home is ``lp_coords[i]``; with
         ``with_tokens`` also the encoded patch tokens (B, N, dim) in raster order of the patch grid
         (pixel-aligned features), whatever order the sequence reads them in."""
-        tokens = self.tokenizer(x)[:, self.token_order]
+        curve = self.order != "raster"
+        tokens = self.tokenizer(x)
+        tokens = tokens[:, self.token_order.to(x.device)] if curve else tokens
         content = self.lp_content(self.lp_pool.to(tokens.dtype) @ tokens) if self.lp_content is not None else None
         encoded = self.stack(self.lp.add_lp(tokens, content))
-        lps = self.lp.extract_lp_tokens(encoded)[:, self.lp_inverse]
-        return (lps, encoded[:, self.lp.token_indices][:, self.token_inverse]) if with_tokens else lps
+        lps = self.lp.extract_lp_tokens(encoded)
+        lps = lps[:, self.lp_inverse.to(x.device)] if curve else lps
+        if not with_tokens:
+            return lps
+        tokens = encoded[:, self.lp.token_indices]
+        return lps, (tokens[:, self.token_inverse.to(x.device)] if curve else tokens)
 
     @property
     def lp_coords(self):

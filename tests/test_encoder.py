@@ -153,3 +153,18 @@ def test_lp_content_starts_each_lp_from_its_cells_patches(order, num_lp, seed):
         want = enc.lp.lps[enc.lp_inverse[i]] + enc.lp_content(emb[:, members].mean(1))
         assert torch.allclose(lps[:, i], want, atol=1e-6), i
     assert len(members) == max(1, 64 // num_lp)
+
+
+def test_a_moving_average_of_the_weights_keeps_the_sequence_order(seed):
+    """The order's index tensors are not buffers: a moving average of the weights (which averages
+    buffers, rounding integer ones) leaves the curve order intact, so the averaged encoder equals
+    a copy with the same weights."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    enc = MambaEncoder((32, 32), 3, 4, dim=8, depth=1, num_lp=16, d_state=4, order="curve", lp_content=True)
+    ema = AveragedModel(enc, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(3):
+        ema.update_parameters(enc)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ema.module(x), enc(x), atol=1e-6)
+    assert torch.equal(ema.module.token_order, enc.token_order)
