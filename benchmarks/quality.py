@@ -176,8 +176,9 @@ def main(argv=None):
                             "scored on the VALIDATION photographs (chelsea, grace_hopper; the 'test' columns are its tiles and "
                             "crops). Renders: its HR crops") +
              ", input = their 32x32 downsample, x2 = 64, x4 = 128 against the real "
-             "crop. grid = error power at the patch period over its ring (bicubic's beside it). params, inference "
-             "(16 tiles encoded and rendered at x2, best of 3) and its peak memory rise: the mean over the seeds' models.", "",
+             "crop. grid = error power at the patch period over its ring (bicubic's beside it). params = parameters; "
+             "inference = 16 tiles encoded and rendered at x2, fastest of 3, and the resident memory it adds at its peak; "
+             "both averaged over the seeds.", "",
              "| experiment | what | test PSNR | SSIM | x2 model | x2 bicubic | x4 model | x4 bicubic | grid x2 (bicubic) "
              "| train s | params | inference ms | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, r in t.items():

@@ -147,8 +147,7 @@ def ablation_figure(summary, keys=(("test_psnr", "reconstruction"), ("x2_model",
     for ax, (key, what) in zip(axes[0], keys):
         mean, half = zip(*(summary[n][key] for n in names))
         ax.bar(range(len(names)), mean, yerr=half, capsize=3, color="tab:blue")
-        lo = min(m - h for m, h in zip(mean, half))
-        ax.set_ylim(lo - 0.1 * (max(mean) - lo + 1e-9) - 0.5, max(m + h for m, h in zip(mean, half)) + 0.5)
+        ax.set_ylim(min(m - h for m, h in zip(mean, half)) - 0.5, max(m + h for m, h in zip(mean, half)) + 0.5)
         ax.set_xticks(range(len(names)), labels, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{what} (dB)", fontsize=8)
         for i, m in enumerate(mean):
